@@ -1,0 +1,1 @@
+"""Retrieval + prompting + generation + citations: questions in, cited answers out."""

@@ -1,0 +1,94 @@
+"""One configuration object for every stage: defaults, environment, command-line flags.
+
+Precedence is flag > environment (``PUBMED_RAG_<FIELD>``) > default. Each stage receives the
+``Config`` explicitly; nothing reads the environment behind its back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+ENV_PREFIX = "PUBMED_RAG_"
+REPO_ROOT = Path(__file__).resolve().parent
+
+# A real, open PubMedBERT sentence encoder (768-d, mean pooling) for users who can reach the Hub.
+DEFAULT_ENCODER = "NeuML/pubmedbert-base-embeddings"
+# Qwen2.5-1.5B-Instruct: Apache-2.0, follows "cite [n]" instructions reliably, and at 1.5B
+# parameters answers in tens of seconds on a laptop CPU (7B medical models need a GPU).
+DEFAULT_GENERATOR = "Qwen/Qwen2.5-1.5B-Instruct"
+
+
+@dataclass(frozen=True)
+class Config:
+    index_dir: Path = REPO_ROOT / "data" / "index"  # where the FAISS index, metadata and manifest live
+    encoder: str = DEFAULT_ENCODER  # sentence-transformers id or local path used to build an index
+    batch_size: int = 32  # texts per encoder call while ingesting
+    max_seq_length: int = 256  # encoder token limit; title + abstract rarely exceed it
+    generator: str = DEFAULT_GENERATOR  # causal LM id or local folder that writes the answers
+    top_k: int = 5  # abstracts retrieved and shown to the model per question
+    min_score: float = 0.35  # below this cosine similarity a hit is not evidence (calibrated for MiniLM)
+    max_new_tokens: int = 320  # cap on answer length
+    temperature: float = 0.0  # 0 = greedy decoding: reproducible answers
+    host: str = "127.0.0.1"  # app bind address (0.0.0.0 to serve a network / a Space)
+    port: int = 7860  # app port
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Config:
+        """Defaults overridden by ``PUBMED_RAG_*`` variables (and Gradio's own server vars)."""
+        environ = dict(os.environ if environ is None else environ)
+        environ.setdefault(ENV_PREFIX + "HOST", environ.get("GRADIO_SERVER_NAME", ""))
+        environ.setdefault(ENV_PREFIX + "PORT", environ.get("GRADIO_SERVER_PORT", ""))
+        changes = {}
+        for f in fields(cls):
+            value = environ.get(ENV_PREFIX + f.name.upper(), "")
+            if value:
+                changes[f.name] = _coerce(f.name, value)
+        return replace(cls(), **changes)
+
+    def with_args(self, args: argparse.Namespace) -> Config:
+        """Apply the flags the user actually gave (argparse leaves the others as None)."""
+        names = {f.name for f in fields(self)}
+        given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+        return replace(self, **{k: _coerce(k, v) for k, v in given.items()})
+
+
+def _coerce(name: str, value: object) -> object:
+    default = getattr(Config(), name)
+    try:
+        if isinstance(default, Path):
+            return Path(value).expanduser()
+        return type(default)(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"configuration {name}={value!r}: expected {type(default).__name__}") from exc
+
+
+def add_config_flags(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Add ``--index-dir`` style flags for the named fields, documented from their defaults."""
+    defaults = Config()
+    for name in names:
+        default = getattr(defaults, name)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            type=str if isinstance(default, Path) else type(default),
+            help=f"{_HELP[name]} (env {ENV_PREFIX}{name.upper()}; default: {default})",
+        )
+
+
+_HELP = {
+    "index_dir": "index directory",
+    "encoder": "sentence-transformers model id or local path for a new index",
+    "batch_size": "texts per encoder batch",
+    "max_seq_length": "encoder token limit per abstract",
+    "generator": "causal LM id or local folder that writes answers",
+    "top_k": "abstracts retrieved per question",
+    "min_score": "minimum similarity for a hit to count as evidence",
+    "max_new_tokens": "maximum answer length in tokens",
+    "temperature": "sampling temperature (0 = greedy)",
+    "host": "address the app binds to",
+    "port": "port the app listens on",
+}

@@ -1,0 +1,53 @@
+"""python -m index {stats,search}: inspect and query an index built by ``python -m ingest``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cli import run_cli, setup_logging
+from config import Config, add_config_flags
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m index", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    stats = commands.add_parser("stats", help="documents, encoder, dimension and sources of an index")
+    search = commands.add_parser("search", help="the abstracts most similar to a query")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=10, help="number of hits (default: 10)")
+    for sub in (stats, search):
+        add_config_flags(sub, "index_dir")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(quiet=True)
+    config = Config.from_env().with_args(args)
+
+    def work() -> int:
+        from index.search import PubMedIndex
+
+        index = PubMedIndex(config.index_dir)
+        if args.command == "stats":
+            stats = index.stats()
+            print(json.dumps(stats) if args.json else "\n".join(f"{k}: {v}" for k, v in stats.items()))
+            return 0
+        hits = index.search(args.query, k=args.k)
+        if args.json:
+            print(json.dumps([h.as_dict() for h in hits]))
+        for hit in [] if args.json else hits:
+            print(f"{hit.rank:>3}. {hit.score:.3f}  PMID {hit.pmid} ({hit.article.year})  {hit.article.title}")
+        return 0
+
+    from index.encoder import EncoderUnavailable
+    from index.storage import IndexNotFound
+
+    return run_cli(work, (IndexNotFound, EncoderUnavailable, ValueError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

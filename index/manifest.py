@@ -1,0 +1,48 @@
+"""The manifest: how an index was built, so a query never mixes encoders.
+
+Stored as ``manifest.json`` inside each index generation, next to the vectors it describes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SourceFile:
+    name: str
+    sha256: str
+    records: int
+    ingested_at: str
+
+
+@dataclass
+class Manifest:
+    encoder: str  # sentence-transformers id or path that embedded every vector
+    dim: int
+    normalized: bool = True  # vectors are unit length: inner product == cosine
+    metric: str = "inner_product"
+    index_type: str = "IDMap2,Flat"
+    documents: int = 0
+    files: list[SourceFile] = field(default_factory=list)
+    created_at: str = ""
+    updated_at: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def has_file(self, sha256: str) -> bool:
+        return any(f.sha256 == sha256 for f in self.files)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: index format {data.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
+        data["files"] = [SourceFile(**f) for f in data.get("files", [])]
+        return cls(**data)

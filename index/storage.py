@@ -1,0 +1,118 @@
+"""Atomic index generations.
+
+An index directory holds numbered generations (``gen-000001/`` ...) and a ``CURRENT`` file
+naming the live one. A write builds a complete new generation in a staging folder, then
+renames it into place and swaps ``CURRENT`` with ``os.replace`` (atomic on POSIX). A crash at
+any point leaves ``CURRENT`` pointing at the previous, intact generation; readers that opened
+the old generation keep working until they reopen.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+METADATA = "articles.sqlite"
+VECTORS = "vectors.faiss"
+_KEEP_OLD = 1  # previous generations kept for readers still using them
+
+
+class IndexNotFound(FileNotFoundError):
+    pass
+
+
+class IndexBusy(RuntimeError):
+    pass
+
+
+class IndexDir:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def current(self) -> Path | None:
+        """The live generation folder, or None for a new index."""
+        pointer = self.root / "CURRENT"
+        if not pointer.exists():
+            return None
+        generation = self.root / pointer.read_text(encoding="utf-8").strip()
+        if not (generation / MANIFEST).exists():
+            raise IndexNotFound(f"{self.root}: CURRENT names {generation.name}, which is incomplete")
+        return generation
+
+    def require_current(self) -> Path:
+        generation = self.current()
+        if generation is None:
+            raise IndexNotFound(
+                f"no index in {self.root}; build one with: python -m ingest SOURCE --index-dir {self.root}"
+            )
+        return generation
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """One writer at a time; a second ingest fails at once instead of racing."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise IndexBusy(f"{self.root} is being written by another ingest; wait for it to finish") from exc
+            yield
+
+    def begin(self) -> Path:
+        """A fresh staging folder holding a copy of the live metadata (if any)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_staging()
+        staging = self.root / f".staging-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        live = self.current()
+        if live is not None:
+            _copy_sqlite(live / METADATA, staging / METADATA)
+        return staging
+
+    def commit(self, staging: Path) -> Path:
+        """Make ``staging`` the live generation."""
+        for name in (METADATA, VECTORS, MANIFEST):
+            _fsync(staging / name)
+        live = self.current()
+        number = int(live.name.split("-")[1]) + 1 if live else 1
+        generation = self.root / f"gen-{number:06d}"
+        os.rename(staging, generation)
+        pointer_tmp = self.root / f".CURRENT-{uuid.uuid4().hex[:8]}"
+        pointer_tmp.write_text(generation.name + "\n", encoding="utf-8")
+        _fsync(pointer_tmp)
+        os.replace(pointer_tmp, self.root / "CURRENT")
+        self._remove_old_generations(keep=number)
+        return generation
+
+    def abort(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def _remove_stale_staging(self) -> None:
+        for leftover in self.root.glob(".staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def _remove_old_generations(self, keep: int) -> None:
+        for old in self.root.glob("gen-*"):
+            if int(old.name.split("-")[1]) < keep - _KEEP_OLD:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    dst = sqlite3.connect(target)
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())

@@ -1,0 +1,66 @@
+"""JSON Lines reader: one object a line with ``pmid``, ``title``, ``abstract`` and optionally
+``year``, ``journal``, ``mesh``, ``publication_types``, ``authors``, ``doi``.
+
+A line that is not a JSON object, or lacks a PMID or title, is skipped with its line number;
+a file that is not JSON Lines at all (its first non-empty line fails) is a ``SourceError``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from ingest.records import Article, Event, Section, Skipped, SourceError
+
+
+def read_jsonl(path: Path) -> Iterator[Event]:
+    name = str(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    seen_valid = False
+    try:
+        with opener(path, "rt", encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                event = _parse_line(line, f"{name}:{number}")
+                if isinstance(event, Skipped) and not seen_valid and event.pmid == "?":
+                    raise SourceError(name, f"line {number} is not a JSON object", "expected JSON Lines")
+                seen_valid = True
+                yield event
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise SourceError(name, f"cannot be read: {exc}") from exc
+
+
+def _parse_line(line: str, where: str) -> Event:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return Skipped(where, "?", f"invalid JSON: {exc.msg}")
+    if not isinstance(record, dict):
+        return Skipped(where, "?", "line is not a JSON object")
+    pmid = str(record.get("pmid", "")).strip()
+    if not pmid.isdigit():
+        return Skipped(where, pmid or "?", "missing or non-numeric pmid")
+    title = str(record.get("title") or "").strip()
+    if not title:
+        return Skipped(where, pmid, "missing title")
+    year = record.get("year")
+    return Article(
+        pmid=pmid,
+        title=title,
+        sections=(Section("", str(record["abstract"]).strip()),) if record.get("abstract") else (),
+        journal=str(record.get("journal") or ""),
+        year=int(year) if str(year or "").isdigit() else None,
+        authors=_strings(record.get("authors")),
+        publication_types=_strings(record.get("publication_types")),
+        mesh=_strings(record.get("mesh")),
+        doi=str(record.get("doi") or ""),
+    )
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,) if value else ()
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()

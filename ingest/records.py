@@ -1,0 +1,88 @@
+"""Records that ingestion produces: one normalised ``Article`` per PubMed citation.
+
+Readers yield a stream of events in file order: an ``Article`` (add, or replace the same PMID),
+a ``Deletion`` (NCBI's ``DeleteCitation``) or a ``Skipped`` record that could not be used.
+The index applies them in that order, so "the later record wins" falls out naturally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Union
+
+
+@dataclass(frozen=True)
+class Section:
+    label: str  # e.g. "BACKGROUND"; empty for an unstructured abstract
+    text: str
+
+
+@dataclass(frozen=True)
+class Article:
+    pmid: str
+    title: str
+    sections: tuple[Section, ...]
+    journal: str = ""
+    year: int | None = None
+    authors: tuple[str, ...] = ()
+    publication_types: tuple[str, ...] = ()
+    mesh: tuple[str, ...] = ()
+    doi: str = ""
+    version: int = 1
+
+    @property
+    def abstract(self) -> str:
+        """The abstract as readers see it, structured sections labelled."""
+        return "\n".join(f"{s.label}: {s.text}" if s.label else s.text for s in self.sections)
+
+    @property
+    def text(self) -> str:
+        """What gets embedded: title and abstract together."""
+        return f"{self.title}\n{self.abstract}".strip()
+
+    @property
+    def text_hash(self) -> str:
+        """Identifies the embedded text, so an unchanged abstract is never re-embedded."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Deletion:
+    pmids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    source: str
+    pmid: str  # "?" when even the PMID could not be read
+    reason: str
+
+
+Event = Union[Article, Deletion, Skipped]
+
+
+class SourceError(Exception):
+    """A whole source cannot be read (missing, not the expected format, truncated)."""
+
+    def __init__(self, source: str, problem: str, hint: str = "") -> None:
+        self.source = source
+        message = f"{source}: {problem}"
+        super().__init__(message + (f" ({hint})" if hint else ""))
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest run did; printed at the end and returned to Python callers."""
+
+    added: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    without_abstract: int = 0
+    embedded: int = 0
+    sources: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(vars(self))
