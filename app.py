@@ -17,7 +17,9 @@ from functools import partial
 
 from chatbot.answer import Answer
 from chatbot.chat import Chatbot
+from chatbot.generate import PACKAGED_SMOLLM2
 from chatbot.prompts import DISCLAIMER
+from cli import setup_logging
 from config import REPO_ROOT, Config, add_config_flags
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,11 @@ EXAMPLES = [
     "What does the WHO recommend for drug-resistant tuberculosis?",
 ]
 TITLE = "PubMed RAG: cited answers from PubMed abstracts"
+CONCLUSION_CHARS = 450  # each source card quotes the abstract's conclusion, so claims can be checked at a glance
+FALLBACK_NOTE = (
+    " — offline fallback model: a tiny model whose answers are often wrong; "
+    "judge by the quoted conclusions and the sources, not by the answer"
+)
 
 
 def respond(message: str, history: Sequence[dict], *, bot: Chatbot) -> Iterator[tuple[str, str]]:
@@ -85,11 +92,17 @@ def render_sources(answer: Answer) -> str:
         badge = " <strong>cited</strong>" if n in cited else ""
         cards.append(
             '<div class="source-card">'
-            f'<p><b>[{n}]</b>{badge} <a href="{hit.url}" target="_blank" rel="noopener">{html.escape(a.title)}</a></p>'
+            f'<p><b>[{n}]</b>{badge} <a href="{hit.url}" target="_blank" rel="noopener">'
+            f"{html.escape(a.title)}</a></p>"
             f"<p>{html.escape(authors)} · <i>{html.escape(a.journal)}</i> · {a.year or 'n.d.'} · "
-            f"PMID {html.escape(hit.pmid)} · similarity {hit.score:.2f}</p></div>"
+            f"PMID {html.escape(hit.pmid)} · similarity {hit.score:.2f}</p>"
+            f"<blockquote>{html.escape(_shorten(a.conclusion, CONCLUSION_CHARS))}</blockquote></div>"
         )
     return "\n".join(cards)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def ensure_index(config: Config) -> None:
@@ -111,8 +124,10 @@ def build_ui(bot: Chatbot, stats: dict[str, object]):
     sources = gr.HTML(label="Sources")
     with gr.Blocks(title=TITLE) as ui:
         gr.Markdown(f"# {TITLE}\n**⚠️ {DISCLAIMER}**")
+        fallback = FALLBACK_NOTE if bot.generator.name == PACKAGED_SMOLLM2.removesuffix(".gguf") else ""
         gr.Markdown(
-            f"Index: {stats['documents']} abstracts · encoder `{stats['encoder']}` · model `{bot.generator.name}`"
+            f"Index: {stats['documents']} abstracts · encoder `{stats['encoder']}` · "
+            f"model `{bot.generator.name}`{fallback}"
         )
         with gr.Row():
             with gr.Column(scale=3):
@@ -134,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python app.py", description=__doc__)
     add_config_flags(parser, "host", "port", "index_dir", "generator", "top_k")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    setup_logging()
     config = Config.from_env().with_args(args)
 
     from chatbot.chat import open_chatbot

@@ -66,7 +66,7 @@ class PubMedIndex:
         if not query.strip() or len(self) == 0:
             return []
         scores, ids = self.vectors.search(self.encoder.encode([query]), min(k, len(self)))
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         articles = self.store.get(i for i, _ in found)
         hits = [(articles[str(i)], s) for i, s in found if str(i) in articles]
         return [Hit(article, score, rank) for rank, (article, score) in enumerate(hits, start=1)]

@@ -8,14 +8,17 @@ The index applies them in that order, so "the later record wins" falls out natur
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass(frozen=True)
 class Section:
     label: str  # e.g. "BACKGROUND"; empty for an unstructured abstract
     text: str
+
+
+_CONCLUSION_LABELS = ("CONCLUSION", "INTERPRETATION", "SIGNIFICANCE", "IMPLICATIONS")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,15 @@ class Article:
         return f"{self.title}\n{self.abstract}".strip()
 
     @property
+    def conclusion(self) -> str:
+        """The answer-bearing part: the labelled conclusions, else the abstract's last two sentences."""
+        labelled = [s.text for s in self.sections if s.label.upper().startswith(_CONCLUSION_LABELS)]
+        if labelled:
+            return " ".join(labelled)
+        sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z])", " ".join(s.text for s in self.sections))
+        return " ".join(sentences[-2:])
+
+    @property
     def text_hash(self) -> str:
         """Identifies the embedded text, so an unchanged abstract is never re-embedded."""
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:32]
@@ -59,7 +71,7 @@ class Skipped:
     reason: str
 
 
-Event = Union[Article, Deletion, Skipped]
+Event = Article | Deletion | Skipped
 
 
 class SourceError(Exception):

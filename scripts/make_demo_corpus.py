@@ -49,7 +49,19 @@ def main() -> None:
     per_journal: Counter[str] = Counter()
     chosen: dict[str, bytes] = {}
     deleted: set[str] = set()
-    for _, element in etree.iterparse(gzip.open(args.source), tag=("PubmedArticle", "DeleteCitation")):
+    with gzip.open(args.source) as source:
+        select(source, args, per_journal, chosen, deleted)
+    records = [xml for pmid, xml in chosen.items() if pmid not in deleted][: args.limit]
+    with gzip.open(args.target, "wb", compresslevel=9) as out:
+        out.write(b'<?xml version="1.0" encoding="utf-8"?>\n<PubmedArticleSet>\n')
+        for xml in records:
+            out.write(xml.strip() + b"\n")
+        out.write(b"</PubmedArticleSet>\n")
+    print(f"wrote {len(records)} records from {len(per_journal)} journals to {args.target}")
+
+
+def select(source, args, per_journal, chosen, deleted) -> None:
+    for _, element in etree.iterparse(source, tag=("PubmedArticle", "DeleteCitation")):
         if element.tag == "DeleteCitation":
             deleted.update(p.text for p in element.iter("PMID"))
         elif keep(element):
@@ -61,13 +73,6 @@ def main() -> None:
                     references.getparent().remove(references)
                 chosen[pmid] = etree.tostring(element, encoding="utf-8")
         element.clear()
-    records = [xml for pmid, xml in chosen.items() if pmid not in deleted][: args.limit]
-    with gzip.open(args.target, "wb", compresslevel=9) as out:
-        out.write(b'<?xml version="1.0" encoding="utf-8"?>\n<PubmedArticleSet>\n')
-        for xml in records:
-            out.write(xml.strip() + b"\n")
-        out.write(b"</PubmedArticleSet>\n")
-    print(f"wrote {len(records)} records from {len(per_journal)} journals to {args.target}")
 
 
 if __name__ == "__main__":

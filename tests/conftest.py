@@ -82,10 +82,11 @@ def demo_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("corpus") / "demo_subset.xml.gz"
     records = []
-    for _, element in etree.iterparse(gzip.open(DEMO_CORPUS), tag="PubmedArticle"):
-        records.append(etree.tostring(element))
-        if len(records) == 150:
-            break
+    with gzip.open(DEMO_CORPUS) as corpus:
+        for _, element in etree.iterparse(corpus, tag="PubmedArticle"):
+            records.append(etree.tostring(element))
+            if len(records) == 150:
+                break
     with gzip.open(path, "wb") as out:
         out.write(b"<PubmedArticleSet>\n" + b"\n".join(records) + b"\n</PubmedArticleSet>\n")
     return path

