@@ -105,7 +105,7 @@ class IndexDir:
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    src = sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
     dst = sqlite3.connect(target)
     with dst:
         src.backup(dst)

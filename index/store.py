@@ -1,8 +1,9 @@
 """SQLite metadata store: one row per indexed article, keyed by the integer PMID.
 
 The PMID doubles as the FAISS vector id, so a hit maps back to its row without any side table.
-``text_hash`` lets a re-ingested record skip embedding when its text did not change, and
-``embedded = 0`` marks rows whose vector still has to be (re)computed.
+``text_hash`` identifies the row's current text and ``indexed_hash`` the text whose vector is in
+FAISS (NULL: none yet). A row needs embedding exactly when the two differ, so a record that
+changes and changes back within one run is not embedded again.
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ CREATE TABLE IF NOT EXISTS articles (
     mesh TEXT NOT NULL,
     doi TEXT NOT NULL,
     text_hash TEXT NOT NULL,
-    embedded INTEGER NOT NULL DEFAULT 0
+    indexed_hash TEXT
 );
-CREATE INDEX IF NOT EXISTS articles_pending ON articles(embedded) WHERE embedded = 0;
+CREATE TEMP TABLE IF NOT EXISTS touched (pmid INTEGER PRIMARY KEY, prior_hash TEXT);
 """
 
 
 class MetadataStore:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
-        uri = f"file:{path}?mode=ro" if read_only else f"file:{path}"
+        uri = Path(path).resolve().as_uri() + ("?mode=ro" if read_only else "")  # as_uri escapes '#', '?'
         self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         if not read_only:
             self.db.executescript(_SCHEMA)
@@ -46,12 +47,12 @@ class MetadataStore:
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
 
-    def state(self, pmid: str) -> tuple[str, bool] | None:
-        """(text_hash, embedded) of a stored PMID, or None."""
-        row = self.db.execute("SELECT text_hash, embedded FROM articles WHERE pmid = ?", (int(pmid),)).fetchone()
-        return (row[0], bool(row[1])) if row else None
+    def state(self, pmid: str) -> tuple[str, str | None] | None:
+        """(text_hash, indexed_hash) of a stored PMID, or None."""
+        row = self.db.execute("SELECT text_hash, indexed_hash FROM articles WHERE pmid = ?", (int(pmid),)).fetchone()
+        return (row[0], row[1]) if row else None
 
-    def upsert(self, article: Article, *, embedded: bool) -> None:
+    def upsert(self, article: Article, *, indexed_hash: str | None) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO articles VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -66,19 +67,42 @@ class MetadataStore:
                 json.dumps(article.mesh),
                 article.doi,
                 article.text_hash,
-                int(embedded),
+                indexed_hash,
             ),
         )
+
+    def touch(self, pmid: str) -> None:
+        """Remember a PMID's text before this run first changed it (temporary, never committed)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO touched SELECT ?, (SELECT text_hash FROM articles WHERE pmid = ?)",
+            (int(pmid), int(pmid)),
+        )
+
+    def changes(self) -> dict[str, int]:
+        """Net effect of this run per PMID: added, replaced, unchanged, deleted."""
+        row = self.db.execute(
+            """SELECT
+                 COUNT(*) FILTER (WHERE t.prior_hash IS NULL AND a.pmid IS NOT NULL),
+                 COUNT(*) FILTER (WHERE t.prior_hash IS NOT NULL AND a.text_hash != t.prior_hash),
+                 COUNT(*) FILTER (WHERE t.prior_hash IS NOT NULL AND a.text_hash = t.prior_hash),
+                 COUNT(*) FILTER (WHERE t.prior_hash IS NOT NULL AND a.pmid IS NULL)
+               FROM touched t LEFT JOIN articles a ON a.pmid = t.pmid"""
+        ).fetchone()
+        return dict(zip(("added", "replaced", "unchanged", "deleted"), row, strict=True))
 
     def delete(self, pmid: str) -> bool:
         return self.db.execute("DELETE FROM articles WHERE pmid = ?", (int(pmid),)).rowcount > 0
 
-    def pending(self) -> list[int]:
-        """PMIDs whose vectors must be computed."""
-        return [r[0] for r in self.db.execute("SELECT pmid FROM articles WHERE embedded = 0 ORDER BY pmid")]
+    def pending(self) -> list[tuple[int, bool]]:
+        """(PMID, has an outdated vector) for every row whose vector must be (re)computed."""
+        rows = self.db.execute(
+            "SELECT pmid, indexed_hash IS NOT NULL FROM articles "
+            "WHERE indexed_hash IS NULL OR indexed_hash != text_hash ORDER BY pmid"
+        )
+        return [(pmid, bool(outdated)) for pmid, outdated in rows]
 
-    def mark_embedded(self, pmids: Iterable[int]) -> None:
-        self.db.executemany("UPDATE articles SET embedded = 1 WHERE pmid = ?", ((p,) for p in pmids))
+    def mark_indexed(self, pmids: Iterable[int]) -> None:
+        self.db.executemany("UPDATE articles SET indexed_hash = text_hash WHERE pmid = ?", ((p,) for p in pmids))
 
     def get(self, pmids: Iterable[int | str]) -> dict[str, Article]:
         ids = [int(p) for p in pmids]
@@ -100,7 +124,7 @@ class MetadataStore:
 
 
 def _article(row: tuple) -> Article:
-    pmid, version, title, sections, journal, year, authors, types, mesh, doi, _hash, _embedded = row
+    pmid, version, title, sections, journal, year, authors, types, mesh, doi, _hash, _indexed_hash = row
     return Article(
         pmid=str(pmid),
         title=title,

@@ -36,14 +36,16 @@ def ingest_files(
     encoder: Encoder | None = None,
     progress: bool = True,
 ) -> IngestSummary:
-    """Ingest ``paths`` (already checked) into ``config.index_dir`` and commit a new generation."""
+    """Ingest ``paths`` (already checked) into ``config.index_dir`` and commit a new generation.
+
+    Every source is read before the encoder is loaded, so a bad file fails fast, and a run with
+    nothing new to embed never loads a model.
+    """
     layout = IndexDir(config.index_dir)
     summary = IngestSummary()
     with layout.write_lock():
         live = layout.current()
         manifest = Manifest.load(live / MANIFEST) if live else None
-        encoder = encoder or _encoder_for(manifest, config)
-        _check_same_encoder(manifest, encoder, config.index_dir)
         new_files = _files_to_ingest(paths, manifest)
         if not new_files:
             log.info("Nothing to do: every source is already in the index (same checksum).")
@@ -51,25 +53,45 @@ def ingest_files(
         staging = layout.begin()
         try:
             store = MetadataStore(staging / METADATA)
-            vectors = VectorIndex.load(live / VECTORS) if live else VectorIndex.create(encoder.dim)
+            removed: set[int] = set()  # PMIDs whose old vector must go
+            files = [_read_file(path, sha, read, store, summary, removed, progress) for path, sha in new_files]
+            for name, count in store.changes().items():
+                setattr(summary, name, count)
+            pending = store.pending()
+            if pending or manifest is None:
+                encoder = encoder or _encoder_for(manifest, config)
+                _check_same_encoder(manifest, encoder, config.index_dir)
             manifest = manifest or Manifest(encoder=encoder.name, dim=encoder.dim, created_at=_now())
-            stale: set[int] = set()
-            for path, sha in new_files:
-                records = _apply(read(path), store, summary, stale, path, progress)
-                manifest.files.append(SourceFile(path.name, sha, records, _now()))
-                summary.sources.append(str(path))
-            vectors.remove(np.fromiter(stale, dtype=np.int64))
-            summary.embedded = _embed_pending(store, vectors, encoder, config.batch_size, progress)
-            store.commit()
-            manifest.documents, manifest.updated_at = store.count(), _now()
-            store.close()
-            vectors.save(staging / VECTORS)
-            manifest.save(staging / MANIFEST)
+            vectors = VectorIndex.load(live / VECTORS) if live else VectorIndex.create(manifest.dim)
+            removed.update(pmid for pmid, outdated in pending if outdated)
+            vectors.remove(np.fromiter(removed, dtype=np.int64))
+            summary.embedded = _embed(store, [pmid for pmid, _ in pending], vectors, encoder, config, progress)
+            _write_generation(staging, store, vectors, manifest, files)
             layout.commit(staging)
         except BaseException:
             layout.abort(staging)
             raise
+    summary.sources = [str(path) for path, _ in new_files]
     return summary
+
+
+def _read_file(
+    path: Path, sha: str, read: EventReader, store: MetadataStore, summary: IngestSummary, removed: set[int],
+    progress: bool,
+) -> SourceFile:
+    records = _apply(read(path), store, summary, removed, path, progress)
+    return SourceFile(path.name, sha, records, _now())
+
+
+def _write_generation(
+    staging: Path, store: MetadataStore, vectors: VectorIndex, manifest: Manifest, files: list[SourceFile]
+) -> None:
+    store.commit()
+    manifest.files.extend(files)
+    manifest.documents, manifest.updated_at = store.count(), _now()
+    store.close()
+    vectors.save(staging / VECTORS)
+    manifest.save(staging / MANIFEST)
 
 
 def _encoder_for(manifest: Manifest | None, config: Config) -> Encoder:
@@ -100,7 +122,7 @@ def _files_to_ingest(paths: list[Path], manifest: Manifest | None) -> list[tuple
 
 
 def _apply(
-    events: Iterable[Event], store: MetadataStore, summary: IngestSummary, stale: set[int], path: Path, progress: bool
+    events: Iterable[Event], store: MetadataStore, summary: IngestSummary, removed: set[int], path: Path, progress: bool
 ) -> int:
     from tqdm import tqdm
 
@@ -112,46 +134,44 @@ def _apply(
             log.warning("Skipped record in %s (PMID %s): %s", event.source, event.pmid, event.reason)
         elif isinstance(event, Deletion):
             for pmid in event.pmids:
-                if store.delete(pmid):
-                    summary.deleted += 1
-                    stale.add(int(pmid))
+                if (state := store.state(pmid)) is not None:
+                    store.touch(pmid)
+                    _delete(pmid, state, store, removed)
         else:
-            _apply_article(event, store, summary, stale)
+            _apply_article(event, store, summary, removed)
     return records
 
 
-def _apply_article(article: Article, store: MetadataStore, summary: IngestSummary, stale: set[int]) -> None:
-    state = store.state(article.pmid)
-    previous = state[0] if state else None
+def _apply_article(article: Article, store: MetadataStore, summary: IngestSummary, removed: set[int]) -> None:
+    state = store.state(article.pmid)  # (text_hash, indexed_hash) or None
+    store.touch(article.pmid)
     if not article.sections:  # nothing to retrieve on; a newer version without abstract retires the old one
         summary.without_abstract += 1
-        if previous is not None and store.delete(article.pmid):
-            stale.add(int(article.pmid))
+        if state is not None:
+            _delete(article.pmid, state, store, removed)
         return
-    unchanged = previous == article.text_hash
-    store.upsert(article, embedded=unchanged and state[1])
-    if previous is None:
-        summary.added += 1
-    elif unchanged:
-        summary.unchanged += 1
-    else:
-        summary.replaced += 1
-        stale.add(int(article.pmid))
+    store.upsert(article, indexed_hash=state[1] if state else None)
 
 
-def _embed_pending(
-    store: MetadataStore, vectors: VectorIndex, encoder: Encoder, batch_size: int, progress: bool
+def _delete(pmid: str, state: tuple[str, str | None], store: MetadataStore, removed: set[int]) -> None:
+    store.delete(pmid)
+    if state[1] is not None:
+        removed.add(int(pmid))
+
+
+def _embed(
+    store: MetadataStore, pending: list[int], vectors: VectorIndex, encoder: Encoder, config: Config, progress: bool
 ) -> int:
     from tqdm import tqdm
 
-    pending = store.pending()
+    batch_size = config.batch_size
     with tqdm(total=len(pending), desc="Embedding", unit=" abstracts", disable=not progress or not pending) as bar:
         for start in range(0, len(pending), batch_size * 4):
             ids = pending[start : start + batch_size * 4]
             articles = store.get(ids)
             texts = [articles[str(i)].text for i in ids]
             vectors.add(np.asarray(ids, dtype=np.int64), encoder.encode(texts))
-            store.mark_embedded(ids)
+            store.mark_indexed(ids)
             bar.update(len(ids))
     return len(pending)
 

@@ -15,6 +15,9 @@ from pathlib import Path
 from ingest.records import Article, Event, Section, Skipped, SourceError
 
 
+_NOT_JSON = ("invalid JSON", "line is not a JSON object")
+
+
 def read_jsonl(path: Path) -> Iterator[Event]:
     name = str(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -25,8 +28,8 @@ def read_jsonl(path: Path) -> Iterator[Event]:
                 if not line.strip():
                     continue
                 event = _parse_line(line, f"{name}:{number}")
-                if isinstance(event, Skipped) and not seen_valid and event.pmid == "?":
-                    raise SourceError(name, f"line {number} is not a JSON object", "expected JSON Lines")
+                if not seen_valid and isinstance(event, Skipped) and event.reason.startswith(_NOT_JSON):
+                    raise SourceError(name, f"line {number}: {event.reason}", "expected JSON Lines")
                 seen_valid = True
                 yield event
     except (OSError, EOFError, UnicodeDecodeError) as exc:

@@ -85,7 +85,11 @@ class SourceError(Exception):
 
 @dataclass
 class IngestSummary:
-    """What one ingest run did; printed at the end and returned to Python callers."""
+    """What one ingest run did; printed at the end and returned to Python callers.
+
+    added / replaced / unchanged / deleted count PMIDs by their net effect on the index, so a
+    PMID that an update file revises three times is one "replaced" (or one "added" if new).
+    """
 
     added: int = 0
     replaced: int = 0

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HashingEncoder
 
 from config import Config
 from index.encoder import packaged_minilm_path
 from index.writer import ingest_files
 from ingest import read_source
+from tests.conftest import HashingEncoder
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -56,7 +56,9 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *mentions: str) ->
 @pytest.fixture
 def hashing_index(tmp_path) -> Path:
     index_dir = tmp_path / "index"
-    ingest_files([NEJM, UPDATE], Config(index_dir=index_dir), read=read_source, encoder=HashingEncoder(), progress=False)
+    ingest_files(
+        [NEJM, UPDATE], Config(index_dir=index_dir), read=read_source, encoder=HashingEncoder(), progress=False
+    )
     return index_dir
 
 

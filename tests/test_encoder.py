@@ -173,7 +173,9 @@ def test_pubmedbert_offline_falls_back_to_packaged_minilm(offline, needs_minilm,
     assert len(warnings) == 1
     assert PUBMEDBERT in warnings[0].getMessage() and "falling back" in warnings[0].getMessage()
 
-    asthma, inhaler, cancer = encoder.encode(["asthma attack", "inhaled corticosteroids for wheeze", "pancreatic cancer"])
+    asthma, inhaler, cancer = encoder.encode(
+        ["asthma attack", "inhaled corticosteroids for wheeze", "pancreatic cancer"]
+    )
     np.testing.assert_allclose(np.linalg.norm([asthma, inhaler, cancer], axis=1), 1.0, atol=1e-5)
     assert asthma @ inhaler > asthma @ cancer  # a real language model, not noise
 
