@@ -58,7 +58,8 @@ def _pairs(history: Sequence[dict]) -> list[tuple[str, str]]:
         if message.get("role") == "user":
             user = text
         elif message.get("role") == "assistant" and user is not None:
-            pairs.append((user, re.sub(r"\[\[(\d+)\]\]\([^)]*\)", r"[\1]", text)))
+            plain = html.unescape(re.sub(r"\[\[(\d+)\]\]\([^)]*\)", r"[\1]", text))  # undo render_answer
+            pairs.append((user, plain))
             user = None
     return pairs
 

@@ -34,6 +34,18 @@ class Config:
     temperature: float = 0.0  # 0 = greedy decoding: reproducible answers
     host: str = "127.0.0.1"  # app bind address (0.0.0.0 to serve a network / a Space)
     port: int = 7860  # app port
+    workers: int = 0  # CPU threads for the encoder while ingesting (0 = every core)
+    device: str = "auto"  # encoder device while ingesting: auto (a GPU when present), cpu, cuda, mps
+    download_dir: Path = REPO_ROOT / "data" / "downloads"  # E-utilities batches and NCBI update files
+    eutils_url: str = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"  # NCBI E-utilities base URL
+    pubmed_files_url: str = "https://ftp.ncbi.nlm.nih.gov/pubmed/"  # holds baseline/ and updatefiles/
+    ncbi_api_key: str = ""  # NCBI API key (NCBI_API_KEY also works): 10 instead of 3 requests/s
+    ncbi_email: str = ""  # contact address NCBI asks E-utilities users to send
+    model: str = ""  # generator preset (docs/MODELS.md): format + settings; --generator overrides its weights
+    backend: str = "transformers"  # local generator backend: transformers or llama.cpp (a .gguf file)
+    endpoint: str = ""  # OpenAI-compatible server URL (vLLM, TGI, Ollama, llama.cpp server); empty = local
+    api_key: str = ""  # bearer token for --endpoint; set PUBMED_RAG_API_KEY rather than a flag
+    context_window: int = 0  # tokens the generator reads; 0 = the preset's or the model's own
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
@@ -91,4 +103,16 @@ _HELP = {
     "temperature": "sampling temperature (0 = greedy)",
     "host": "address the app binds to",
     "port": "port the app listens on",
+    "workers": "encoder CPU threads while ingesting (0 = every core)",
+    "device": "encoder device while ingesting: auto, cpu, cuda or mps",
+    "download_dir": "folder for downloaded PubMed batches and update files",
+    "eutils_url": "NCBI E-utilities base URL",
+    "pubmed_files_url": "base URL of NCBI's PubMed baseline/ and updatefiles/ folders",
+    "ncbi_api_key": "NCBI API key (or NCBI_API_KEY)",
+    "ncbi_email": "contact e-mail sent to NCBI E-utilities",
+    "model": "generator preset, e.g. biomistral-7b or meditron-7b (see docs/MODELS.md)",
+    "backend": "local generator backend: transformers or llama.cpp",
+    "endpoint": "OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1",
+    "api_key": "bearer token for the endpoint",
+    "context_window": "generator context window in tokens (0 = the model's own)",
 }

@@ -123,6 +123,7 @@ def dense_rankings(index_dir: Path, encoder: Encoder, questions: Sequence[Questi
 def bm25_rankings(articles: Sequence[Article], questions: Sequence[Question], stem: bool) -> list[list[str]]:
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
     stemmer = _stemmer() if stem else None
     retriever = bm25s.BM25()
     corpus_tokens = bm25s.tokenize([a.text for a in articles], stopwords="en", stemmer=stemmer, show_progress=False)
@@ -248,7 +249,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
     result = run(args)
     path = write_result(args.out, f"retrieval_{result['dataset']}", result)
     print(table(result))

@@ -15,7 +15,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     ask = commands.add_parser("ask", help="answer one question, citing PMIDs")
     ask.add_argument("question")
-    add_config_flags(ask, "index_dir", "generator", "top_k", "min_score", "max_new_tokens", "temperature")
+    add_config_flags(ask, "index_dir", "generator", "model", "backend", "endpoint", "context_window")
+    add_config_flags(ask, "top_k", "min_score", "max_new_tokens", "temperature")
     ask.add_argument("--json", action="store_true", help="print {answer, citations, sources} as JSON")
     return parser.parse_args(argv)
 

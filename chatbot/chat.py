@@ -1,21 +1,28 @@
-"""Retrieval-augmented answering: retrieve -> prompt with numbered sources -> stream -> cite.
+"""Retrieval-augmented answering: rewrite -> retrieve -> fit -> stream -> cite -> check -> reference.
 
 The pipeline's guarantees do not depend on the model's quality: it only ever sees retrieved
-abstracts, every shown citation maps to one of them, and when retrieval finds nothing close
-enough it abstains without asking the model at all.
+abstracts (fitted to its context window), every shown citation maps to one of them, each cited
+sentence is checked against the abstract it cites, and when retrieval finds nothing close
+enough it abstains without asking the model at all. A question that may describe an emergency
+gets advice to call emergency services before anything else.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from chatbot.answer import Answer
-from chatbot.citations import resolve_citations
+from chatbot.citations import format_references, resolve_citations
+from chatbot.context import Fitted, context_window, fit_sources, prompt_counter
 from chatbot.generate import Generator
-from chatbot.prompts import INSUFFICIENT_SENTINEL, NO_EVIDENCE_ANSWER, UNCITED_NOTE, build_messages
+from chatbot.prompts import EMERGENCY_NOTICE, NO_EVIDENCE_ANSWER, REFERENCES_HEADING, UNCITED_NOTE, says_insufficient
+from chatbot.rewrite import rewrite_query
+from chatbot.safety import is_emergency
 from chatbot.support import check_support
+from chatbot.verdict import extract_verdict
 from config import Config
 from index.encoder import Encoder
 from index.search import Hit
@@ -36,32 +43,39 @@ class Chatbot:
         self.config = config
         self.encoder = encoder  # for the sentence support check; None skips it
 
-    def retrieve(self, question: str, history: History = ()) -> list[Hit]:
-        """A follow-up ("and in children?") is searched together with the previous question."""
-        query = f"{history[-1][0]} {question}" if history else question
-        return self.retriever.search(query, k=self.config.top_k)
+    def retrieve(self, question: str, history: History = (), *, stop: threading.Event | None = None) -> list[Hit]:
+        """A follow-up ("and in children?") is rewritten to stand alone before it is searched."""
+        return self.retriever.search(self.query(question, history, stop=stop), k=self.config.top_k)
+
+    def query(self, question: str, history: History = (), *, stop: threading.Event | None = None) -> str:
+        return rewrite_query(question.strip(), history, self.generator, stop=stop)
 
     def stream(self, question: str, history: History = (), *, stop: threading.Event | None = None) -> Iterator[Answer]:
         """Partial answers while the model writes, then the final one (``done=True``)."""
         question = question.strip()
-        hits = self.retrieve(question, history)
-        evidence = tuple(h for h in hits if h.score >= self.config.min_score)
+        emergency = is_emergency(question)
+        base = Answer(question, "", (), done=False, model=self.generator.name, emergency=emergency)
+        if emergency:
+            yield _with(base, text=EMERGENCY_NOTICE)  # before any slow step
+        query = self.query(question, history, stop=stop)
+        hits = self.retriever.search(query, k=self.config.top_k)
+        evidence = [h for h in hits if h.score >= self.config.min_score]
         if not evidence:
-            yield Answer(question, NO_EVIDENCE_ANSWER, tuple(hits), abstained=True, model=self.generator.name)
+            text = _compose(emergency, NO_EVIDENCE_ANSWER)
+            yield _with(base, text=text, sources=tuple(hits), abstained=True, done=True, query=query)
             return
-        yield Answer(question, "", evidence, done=False, model=self.generator.name)
+        fitted = self._fit(question, evidence, history)
+        base = _with(base, sources=fitted.sources, query=query, dropped_sources=fitted.dropped)
+        yield _with(base, text=_compose(emergency, ""))
         raw = ""
         pieces = self.generator.stream(
-            build_messages(question, evidence, history),
-            max_new_tokens=self.config.max_new_tokens,
-            temperature=self.config.temperature,
-            stop=stop,
+            fitted.messages, max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, stop=stop
         )
         for piece in pieces:
             raw += piece
-            partial = resolve_citations(raw, evidence)
-            yield Answer(question, partial.text, evidence, partial.citations, done=False, model=self.generator.name)
-        yield self._final(question, raw, evidence)
+            partial = resolve_citations(raw, fitted.sources)
+            yield _with(base, text=_compose(emergency, partial.text), citations=partial.citations)
+        yield self._final(base, raw)
 
     def ask(self, question: str, history: History = ()) -> Answer:
         for answer in self.stream(question, history):
@@ -69,29 +83,52 @@ class Chatbot:
                 return answer
         raise RuntimeError("the answer stream ended without a final answer")
 
-    def _final(self, question: str, raw: str, evidence: tuple[Hit, ...]) -> Answer:
-        resolved = resolve_citations(raw.strip(), evidence)
-        if INSUFFICIENT_SENTINEL.lower().rstrip(".") in raw.lower() and not resolved.citations:
-            return Answer(question, NO_EVIDENCE_ANSWER, evidence, abstained=True, model=self.generator.name)
-        checked = check_support(resolved.text, evidence, self.encoder) if self.encoder else None
-        final = resolve_citations(checked.text, evidence) if checked else resolved
-        text = final.text if final.citations else final.text + UNCITED_NOTE
-        return Answer(
+    def _fit(self, question: str, evidence: list[Hit], history: History) -> Fitted:
+        return fit_sources(
             question,
-            text,
             evidence,
-            final.citations,
+            history,
+            window=context_window(self.generator, self.config.context_window),
+            reserve=self.config.max_new_tokens,
+            count=prompt_counter(self.generator),
+        )
+
+    def _final(self, base: Answer, raw: str) -> Answer:
+        sources = base.sources
+        resolved = resolve_citations(raw.strip(), sources)
+        if says_insufficient(raw) and not resolved.citations:
+            return _with(base, text=_compose(base.emergency, NO_EVIDENCE_ANSWER), abstained=True, done=True)
+        checked = check_support(resolved.text, sources, self.encoder) if self.encoder else None
+        final = resolve_citations(checked.text, sources) if checked else resolved
+        body = final.text if final.citations else final.text + UNCITED_NOTE
+        references = format_references(final.citations, sources, REFERENCES_HEADING)
+        return _with(
+            base,
+            text=_compose(base.emergency, body, references),
+            citations=final.citations,
             invalid_citations=resolved.invalid,
             attributed=checked.attributed if checked else 0,
             unsupported=checked.unsupported if checked else 0,
-            model=self.generator.name,
+            weak=checked.weak if checked else 0,
+            support=checked.sentences if checked else (),
+            verdict=extract_verdict(base.question, resolved.text),
+            done=True,
         )
+
+
+def _compose(emergency: bool, *parts: str) -> str:
+    """The emergency notice (when due) first, then the non-empty parts."""
+    return "\n\n".join(p for p in (EMERGENCY_NOTICE if emergency else "", *parts) if p)
+
+
+def _with(answer: Answer, **changes: object) -> Answer:
+    return replace(answer, **changes)
 
 
 def open_chatbot(config: Config) -> Chatbot:
     """The index at ``config.index_dir`` and the configured generator (offline fallback allowed)."""
-    from chatbot.generate import load_generator
+    from chatbot.generate import open_generator
     from index.search import PubMedIndex
 
     index = PubMedIndex(config.index_dir, max_seq_length=config.max_seq_length)
-    return Chatbot(index, load_generator(config.generator), config, encoder=index.encoder)
+    return Chatbot(index, open_generator(config), config, encoder=index.encoder)

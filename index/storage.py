@@ -5,6 +5,12 @@ naming the live one. A write builds a complete new generation in a staging folde
 renames it into place and swaps ``CURRENT`` with ``os.replace`` (atomic on POSIX). A crash at
 any point leaves ``CURRENT`` pointing at the previous, intact generation; readers that opened
 the old generation keep working until they reopen.
+
+Crash recovery happens at the start of the next write (``begin``): staging folders of dead
+runs are removed, except that the newest one's embedding cache (``RESUME_CACHE``) moves into the
+new staging folder so that the same ingest resumes instead of re-encoding; a generation folder
+that was renamed into place but never made ``CURRENT`` (a crash between the two steps) is
+removed, as are half-written ``CURRENT`` replacements.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 MANIFEST = "manifest.json"
 METADATA = "articles.sqlite"
 VECTORS = "vectors.faiss"
+RESUME_CACHE = "embeddings.sqlite"  # see index/vector_cache.py; never part of a committed generation
 _KEEP_OLD = 1  # previous generations kept for readers still using them
 
 
@@ -68,9 +75,11 @@ class IndexDir:
     def begin(self) -> Path:
         """A fresh staging folder holding a copy of the live metadata (if any)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_staging()
         staging = self.root / f".staging-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
+        self._adopt_resume_cache(staging)
+        self._remove_stale_staging(keep=staging)
+        self._remove_orphans()
         live = self.current()
         if live is not None:
             _copy_sqlite(live / METADATA, staging / METADATA)
@@ -80,9 +89,11 @@ class IndexDir:
         """Make ``staging`` the live generation."""
         for name in (METADATA, VECTORS, MANIFEST):
             _fsync(staging / name)
+        (staging / RESUME_CACHE).unlink(missing_ok=True)  # last: a crash before here can still resume
         live = self.current()
         number = int(live.name.split("-")[1]) + 1 if live else 1
         generation = self.root / f"gen-{number:06d}"
+        shutil.rmtree(generation, ignore_errors=True)  # an orphan of a crash, never live
         os.rename(staging, generation)
         pointer_tmp = self.root / f".CURRENT-{uuid.uuid4().hex[:8]}"
         pointer_tmp.write_text(generation.name + "\n", encoding="utf-8")
@@ -94,9 +105,30 @@ class IndexDir:
     def abort(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
-    def _remove_stale_staging(self) -> None:
+    def _adopt_resume_cache(self, staging: Path) -> None:
+        """Move the newest dead run's embedding cache (and its journal) into ``staging``."""
+        stale = [p for p in self.root.glob(".staging-*") if p != staging and (p / RESUME_CACHE).exists()]
+        if not stale:
+            return
+        newest = max(stale, key=lambda p: (p / RESUME_CACHE).stat().st_mtime)
+        for suffix in ("", "-journal"):  # a hot journal must travel with its database to roll back
+            if (newest / (RESUME_CACHE + suffix)).exists():
+                os.rename(newest / (RESUME_CACHE + suffix), staging / (RESUME_CACHE + suffix))
+
+    def _remove_stale_staging(self, keep: Path) -> None:
         for leftover in self.root.glob(".staging-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover != keep:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    def _remove_orphans(self) -> None:
+        """Generations newer than ``CURRENT`` and pointer files that a crash left half-done."""
+        live = self.current()
+        number = int(live.name.split("-")[1]) if live else 0
+        for generation in self.root.glob("gen-*"):
+            if int(generation.name.split("-")[1]) > number:
+                shutil.rmtree(generation, ignore_errors=True)
+        for pointer in self.root.glob(".CURRENT-*"):
+            pointer.unlink(missing_ok=True)
 
     def _remove_old_generations(self, keep: int) -> None:
         for old in self.root.glob("gen-*"):

@@ -101,6 +101,14 @@ class MetadataStore:
         )
         return [(pmid, bool(outdated)) for pmid, outdated in rows]
 
+    def pending_hashes(self) -> list[tuple[int, str, bool]]:
+        """(PMID, text hash, has an outdated vector) for every row to (re)embed, in PMID order."""
+        rows = self.db.execute(
+            "SELECT pmid, text_hash, indexed_hash IS NOT NULL FROM articles "
+            "WHERE indexed_hash IS NULL OR indexed_hash != text_hash ORDER BY pmid"
+        )
+        return [(pmid, text_hash, bool(outdated)) for pmid, text_hash, outdated in rows]
+
     def mark_indexed(self, pmids: Iterable[int]) -> None:
         self.db.executemany("UPDATE articles SET indexed_hash = text_hash WHERE pmid = ?", ((p,) for p in pmids))
 

@@ -1,8 +1,18 @@
-"""Apply ingestion events to an index, all or nothing.
+"""Apply ingestion events to an index, all or nothing, embedding while reading.
 
-Events are applied in order to a staged copy of the metadata; vectors are computed at the
-end only for rows whose text changed, then the new generation is committed atomically. If a
-source cannot be read, the staging copy is discarded and the live index is untouched.
+Events are applied in order to a staged copy of the metadata. Every text that differs from the
+indexed one goes to a background encoder as soon as it is read (``index/embedder.py``); its
+vector lands in a resume cache inside the staging folder. When all sources are read, the rows
+whose text changed get their vectors from the cache, and the new generation is committed
+atomically.
+
+Failure semantics (issue #3, kept): if any source cannot be read, or a record is malformed under
+``strict``, the remaining sources are still read so that every problem is reported at once, then
+nothing is committed, the staging folder is deleted, and the index directory is exactly as it
+was. Committing only the good files is deliberately not offered: update files must apply in
+order, and skipping one would let an older record win over a newer one later. A process killed
+outright (``kill -9``, power loss) leaves its staging folder behind; the next run adopts the
+embeddings it had computed, so repeating the command finishes the work without re-encoding it.
 """
 
 from __future__ import annotations
@@ -16,16 +26,20 @@ from pathlib import Path
 import numpy as np
 
 from config import Config
-from index.encoder import Encoder, load_encoder
+from index.embedder import BackgroundEmbedder
+from index.encoder import Encoder
+from index.encoding import check_same_encoder, encoder_identity, load_for_ingest
 from index.manifest import Manifest, SourceFile
-from index.storage import MANIFEST, METADATA, VECTORS, IndexDir
+from index.storage import MANIFEST, METADATA, RESUME_CACHE, VECTORS, IndexDir
 from index.store import MetadataStore
+from index.vector_cache import VectorCache
 from index.vectors import VectorIndex
-from ingest.records import Article, Deletion, Event, IngestSummary, Skipped
+from ingest.records import Article, Deletion, Event, IngestFailed, IngestSummary, Skipped, SourceError
 
 log = logging.getLogger(__name__)
 
 EventReader = Callable[[Path], Iterable[Event]]
+_WINDOW_BATCHES = 8  # texts per encoder call = batch_size * this: enough to sort by length, small to resume
 
 
 def ingest_files(
@@ -35,79 +49,164 @@ def ingest_files(
     read: EventReader,
     encoder: Encoder | None = None,
     progress: bool = True,
+    strict: bool = False,
 ) -> IngestSummary:
     """Ingest ``paths`` (already checked) into ``config.index_dir`` and commit a new generation.
 
-    Every source is read before the encoder is loaded, so a bad file fails fast, and a run with
-    nothing new to embed never loads a model.
+    ``strict`` turns a malformed record from a warning into a failure of its source. Raises
+    ``IngestFailed`` (a ``SourceError``) listing every source that could not be read.
     """
     layout = IndexDir(config.index_dir)
     summary = IngestSummary()
     with layout.write_lock():
         live = layout.current()
         manifest = Manifest.load(live / MANIFEST) if live else None
+        if encoder is not None:
+            check_same_encoder(manifest, encoder, config.index_dir)
         new_files = _files_to_ingest(paths, manifest)
         if not new_files:
             log.info("Nothing to do: every source is already in the index (same checksum).")
             return summary
         staging = layout.begin()
+        store = MetadataStore(staging / METADATA)
+        cache = VectorCache(staging / RESUME_CACHE, encoder_identity(encoder, manifest, config))
+        embedder = BackgroundEmbedder(
+            lambda: load_for_ingest(encoder, manifest, config),
+            cache,
+            window=config.batch_size * _WINDOW_BATCHES,
+            progress=progress,
+        )
         try:
-            store = MetadataStore(staging / METADATA)
-            removed: set[int] = set()  # PMIDs whose old vector must go
-            files = [_read_file(path, sha, read, store, summary, removed, progress) for path, sha in new_files]
+            reading = _Reading(store, embedder, summary, strict, progress)
+            files = [f for path, sha in new_files if (f := reading.read(path, sha, read)) is not None]
+            if reading.errors:
+                summary.failed = len(reading.errors)
+                raise IngestFailed(reading.errors, summary)
             for name, count in store.changes().items():
                 setattr(summary, name, count)
-            pending = store.pending()
-            if pending or manifest is None:
-                encoder = encoder or _encoder_for(manifest, config)
-                _check_same_encoder(manifest, encoder, config.index_dir)
-            manifest = manifest or Manifest(encoder=encoder.name, dim=encoder.dim, created_at=_now())
-            vectors = VectorIndex.load(live / VECTORS) if live else VectorIndex.create(manifest.dim)
-            removed.update(pmid for pmid, outdated in pending if outdated)
-            vectors.remove(np.fromiter(removed, dtype=np.int64))
-            summary.embedded = _embed(store, [pmid for pmid, _ in pending], vectors, encoder, config, progress)
-            _write_generation(staging, store, vectors, manifest, files)
+            manifest = _finish(store, embedder, manifest, summary)
+            _write_generation(staging, store, manifest, files, cache, live, reading.removed, summary)
             layout.commit(staging)
+        except KeyboardInterrupt:
+            embedder.abort()  # keep the staging folder: the same command resumes from its cache
+            raise
         except BaseException:
+            embedder.abort()
+            cache.close()
             layout.abort(staging)
             raise
     summary.sources = [str(path) for path, _ in new_files]
     return summary
 
 
-def _read_file(
-    path: Path, sha: str, read: EventReader, store: MetadataStore, summary: IngestSummary, removed: set[int],
-    progress: bool,
-) -> SourceFile:
-    records = _apply(read(path), store, summary, removed, path, progress)
-    return SourceFile(path.name, sha, records, _now())
+class _Reading:
+    """Applies the events of one source after another, collecting unreadable sources."""
+
+    def __init__(
+        self, store: MetadataStore, embedder: BackgroundEmbedder, summary: IngestSummary, strict: bool, progress: bool
+    ) -> None:
+        self.store, self.embedder, self.summary = store, embedder, summary
+        self.strict, self.progress = strict, progress
+        self.removed: set[int] = set()  # PMIDs whose old vector must go
+        self.errors: list[SourceError] = []
+
+    def read(self, path: Path, sha: str, read: EventReader) -> SourceFile | None:
+        from tqdm import tqdm
+
+        records = 0
+        try:
+            events = tqdm(read(path), desc=f"Reading {path.name}", unit=" records", disable=not self.progress)
+            for event in events:
+                records += 1
+                self._apply(event)
+        except SourceError as exc:
+            self.errors.append(exc)
+            log.error("%s", exc)
+            return None
+        log.info("Read %s: %d records.", path, records)
+        return SourceFile(path.name, sha, records, _now())
+
+    def _apply(self, event: Event) -> None:
+        if isinstance(event, Skipped):
+            self._skip(event)
+        elif isinstance(event, Deletion):
+            for pmid in event.pmids:
+                if (state := self.store.state(pmid)) is not None:
+                    self.store.touch(pmid)
+                    self._delete(pmid, state)
+        else:
+            self._apply_article(event)
+
+    def _skip(self, event: Skipped) -> None:
+        if self.strict:
+            raise SourceError(
+                event.source, f"malformed record (PMID {event.pmid}): {event.reason}", "fix it or drop --strict"
+            )
+        self.summary.skipped += 1
+        log.warning("Skipped record at %s (PMID %s): %s", event.source, event.pmid, event.reason)
+
+    def _apply_article(self, article: Article) -> None:
+        state = self.store.state(article.pmid)  # (text_hash, indexed_hash) or None
+        self.store.touch(article.pmid)
+        if not article.sections:  # nothing to retrieve on; a newer version without abstract retires the old one
+            self.summary.without_abstract += 1
+            if state is not None:
+                self._delete(article.pmid, state)
+            return
+        indexed = state[1] if state else None
+        self.store.upsert(article, indexed_hash=indexed)
+        if article.text_hash != indexed and not self.errors:  # after a failure nothing will be committed
+            self.embedder.submit(article.text_hash, article.text)
+
+    def _delete(self, pmid: str, state: tuple[str, str | None]) -> None:
+        self.store.delete(pmid)
+        if state[1] is not None:
+            self.removed.add(int(pmid))
+
+
+def _finish(
+    store: MetadataStore, embedder: BackgroundEmbedder, manifest: Manifest | None, summary: IngestSummary
+) -> Manifest:
+    """Wait for the encoder (after queueing anything it has not seen) and settle the manifest."""
+    pending = store.pending_hashes()
+    missing = [pmid for pmid, text_hash, _ in pending if not embedder.submitted(text_hash)]
+    for article in store.get(missing).values():  # normally none: every changed text was submitted
+        embedder.submit(article.text_hash, article.text)
+    embedder.finish()
+    summary.resumed = embedder.resumed
+    if manifest is None:
+        encoder = embedder.encoder()
+        manifest = Manifest(encoder=encoder.name, dim=encoder.dim, created_at=_now())
+    return manifest
 
 
 def _write_generation(
-    staging: Path, store: MetadataStore, vectors: VectorIndex, manifest: Manifest, files: list[SourceFile]
+    staging: Path,
+    store: MetadataStore,
+    manifest: Manifest,
+    files: list[SourceFile],
+    cache: VectorCache,
+    live: Path | None,
+    removed: set[int],
+    summary: IngestSummary,
 ) -> None:
+    vectors = VectorIndex.load(live / VECTORS) if live else VectorIndex.create(manifest.dim)
+    pending = store.pending_hashes()
+    removed.update(pmid for pmid, _, outdated in pending if outdated)
+    vectors.remove(np.fromiter(removed, dtype=np.int64))
+    for start in range(0, len(pending), 4096):
+        rows = pending[start : start + 4096]
+        ids = np.asarray([pmid for pmid, _, _ in rows], dtype=np.int64)
+        vectors.add(ids, cache.get([text_hash for _, text_hash, _ in rows], manifest.dim))
+        store.mark_indexed(ids.tolist())
+    summary.embedded = len(pending)
+    cache.close()
     store.commit()
     manifest.files.extend(files)
     manifest.documents, manifest.updated_at = store.count(), _now()
     store.close()
     vectors.save(staging / VECTORS)
     manifest.save(staging / MANIFEST)
-
-
-def _encoder_for(manifest: Manifest | None, config: Config) -> Encoder:
-    """An existing index keeps its encoder; only a new one may fall back to the packaged model."""
-    model = manifest.encoder if manifest else config.encoder
-    return load_encoder(
-        model, fallback=manifest is None, max_seq_length=config.max_seq_length, batch_size=config.batch_size
-    )
-
-
-def _check_same_encoder(manifest: Manifest | None, encoder: Encoder, index_dir: Path) -> None:
-    if manifest and (manifest.encoder != encoder.name or manifest.dim != encoder.dim):
-        raise ValueError(
-            f"{index_dir} was built with {manifest.encoder} ({manifest.dim}-d), not {encoder.name} "
-            f"({encoder.dim}-d); use a new --index-dir to change encoders"
-        )
 
 
 def _files_to_ingest(paths: list[Path], manifest: Manifest | None) -> list[tuple[Path, str]]:
@@ -119,61 +218,6 @@ def _files_to_ingest(paths: list[Path], manifest: Manifest | None) -> list[tuple
         elif sha not in (s for _, s in todo):
             todo.append((path, sha))
     return todo
-
-
-def _apply(
-    events: Iterable[Event], store: MetadataStore, summary: IngestSummary, removed: set[int], path: Path, progress: bool
-) -> int:
-    from tqdm import tqdm
-
-    records = 0
-    for event in tqdm(events, desc=f"Reading {path.name}", unit=" records", disable=not progress, mininterval=0.5):
-        records += 1
-        if isinstance(event, Skipped):
-            summary.skipped += 1
-            log.warning("Skipped record in %s (PMID %s): %s", event.source, event.pmid, event.reason)
-        elif isinstance(event, Deletion):
-            for pmid in event.pmids:
-                if (state := store.state(pmid)) is not None:
-                    store.touch(pmid)
-                    _delete(pmid, state, store, removed)
-        else:
-            _apply_article(event, store, summary, removed)
-    return records
-
-
-def _apply_article(article: Article, store: MetadataStore, summary: IngestSummary, removed: set[int]) -> None:
-    state = store.state(article.pmid)  # (text_hash, indexed_hash) or None
-    store.touch(article.pmid)
-    if not article.sections:  # nothing to retrieve on; a newer version without abstract retires the old one
-        summary.without_abstract += 1
-        if state is not None:
-            _delete(article.pmid, state, store, removed)
-        return
-    store.upsert(article, indexed_hash=state[1] if state else None)
-
-
-def _delete(pmid: str, state: tuple[str, str | None], store: MetadataStore, removed: set[int]) -> None:
-    store.delete(pmid)
-    if state[1] is not None:
-        removed.add(int(pmid))
-
-
-def _embed(
-    store: MetadataStore, pending: list[int], vectors: VectorIndex, encoder: Encoder, config: Config, progress: bool
-) -> int:
-    from tqdm import tqdm
-
-    batch_size = config.batch_size
-    with tqdm(total=len(pending), desc="Embedding", unit=" abstracts", disable=not progress or not pending) as bar:
-        for start in range(0, len(pending), batch_size * 4):
-            ids = pending[start : start + batch_size * 4]
-            articles = store.get(ids)
-            texts = [articles[str(i)].text for i in ids]
-            vectors.add(np.asarray(ids, dtype=np.int64), encoder.encode(texts))
-            store.mark_indexed(ids)
-            bar.update(len(ids))
-    return len(pending)
 
 
 def _sha256(path: Path) -> str:

@@ -5,18 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from cli import run_cli, setup_logging
 from config import Config, add_config_flags
 
 EPILOG = """\
-sources: PubMed XML as NCBI publishes it (baseline/update files, efetch output; .xml or .xml.gz)
-and JSON Lines (.jsonl) with pmid, title, abstract [, year, journal, mesh, publication_types].
-Folders and glob patterns are expanded. Files already ingested (same checksum) are skipped.
-Update files apply in order: a later record of a PMID replaces the earlier; DeleteCitation removes.
-If any source cannot be read, nothing is written and the index stays as it was.
+sources, applied in the order given (folders and glob patterns are expanded):
+  PubMed XML (.xml, .xml.gz: baseline/update files, efetch output), MEDLINE text (.nbib, .medline,
+  or a .txt PubMed export), JSON Lines (.jsonl) and CSV/TSV (.csv, .tsv) with columns pmid, title,
+  abstract [, year, journal, authors, mesh, publication_types, doi];
+  pubmed:QUERY   search PubMed through NCBI E-utilities and ingest the results
+  --pubmed-baseline / --pubmed-updates   download NCBI's files not yet in the index (MD5-checked)
 
-example:  python -m ingest data/demo/pubmed_demo.xml.gz --index-dir data/index
+Files already ingested (same checksum) are skipped. Update files apply in order: a later record
+of a PMID replaces the earlier; DeleteCitation removes. If any source cannot be read, every
+failure is reported, nothing is written and the index stays exactly as it was (exit status 2).
+If the run is killed, the same command again resumes and embeds only what was not yet embedded.
+
+examples:
+  python -m ingest data/demo/pubmed_demo.xml.gz --index-dir data/index
+  python -m ingest "pubmed:asthma budesonide formoterol" --index-dir data/index
+  python -m ingest --pubmed-updates --index-dir data/index
 """
 
 
@@ -27,32 +37,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="file, folder or glob pattern")
-    add_config_flags(parser, "index_dir", "encoder", "batch_size", "max_seq_length")
+    parser.add_argument("sources", nargs="*", metavar="SOURCE", help="file, folder, glob pattern or pubmed:QUERY")
+    parser.add_argument("--pubmed-updates", action="store_true", help="fetch NCBI update files not yet ingested")
+    parser.add_argument("--pubmed-baseline", action="store_true", help="fetch NCBI baseline files not yet ingested")
+    parser.add_argument("--max-files", type=int, default=0, help="at most this many new NCBI files per run (0: all)")
+    parser.add_argument(
+        "--strict", action="store_true", help="a malformed record fails its source instead of a warning"
+    )
+    add_config_flags(
+        parser, "index_dir", "encoder", "batch_size", "max_seq_length", "workers", "device", "download_dir"
+    )
+    add_config_flags(parser, "eutils_url", "pubmed_files_url", "ncbi_api_key", "ncbi_email")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not (args.sources or args.pubmed_updates or args.pubmed_baseline):
+        parser.error("give at least one SOURCE (or --pubmed-updates / --pubmed-baseline)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.quiet)
-    config = Config.from_env().with_args(args)
+    config = _with_ncbi_key(Config.from_env().with_args(args))
 
     def work() -> int:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         from index.writer import ingest_files
-        from ingest.sources import expand_sources, read_source
+        from ingest.records import IngestFailed
+        from ingest.sources import read_source
 
-        paths = expand_sources(args.sources)
-        with logging_redirect_tqdm():
-            summary = ingest_files(paths, config, read=read_source, progress=not args.quiet)
-        if args.json:
-            print(json.dumps(summary.as_dict()))
-        else:
-            counts = ", ".join(f"{k} {v}" for k, v in summary.as_dict().items() if k != "sources")
-            print(f"Done: {counts}. Index: {config.index_dir}")
+        paths = resolve_sources(args, config)
+        try:
+            with logging_redirect_tqdm():
+                summary = ingest_files(paths, config, read=read_source, progress=not args.quiet, strict=args.strict)
+        except IngestFailed as failed:
+            _print_summary(failed.summary, args.json, f"Nothing written ({failed.summary.failed} failed)", config)
+            raise
+        _print_summary(summary, args.json, "Done", config)
         return 0
 
     from index.encoder import EncoderUnavailable
@@ -60,6 +83,38 @@ def main(argv: list[str] | None = None) -> int:
     from ingest.records import SourceError
 
     return run_cli(work, (SourceError, EncoderUnavailable, IndexBusy, ValueError))
+
+
+def resolve_sources(args: argparse.Namespace, config: Config) -> list[Path]:
+    """Local sources are checked first (a typo fails before any download), then fetched ones."""
+    from ingest.eutils import PREFIX, download_query
+    from ingest.ncbi_files import ingested_names, new_files
+    from ingest.sources import expand_sources
+
+    local = {spec: expand_sources([spec]) for spec in args.sources if not spec.startswith(PREFIX)}
+    paths: list[Path] = []
+    for spec in args.sources:
+        paths += local[spec] if spec in local else download_query(spec[len(PREFIX) :], config)
+    for kind in ("baseline", "updates"):
+        if getattr(args, f"pubmed_{kind}"):
+            paths += new_files(kind, config, ingested_names(config.index_dir), limit=args.max_files)
+    return paths
+
+
+def _with_ncbi_key(config: Config) -> Config:
+    """NCBI's own ``NCBI_API_KEY`` variable works too (``PUBMED_RAG_NCBI_API_KEY`` or the flag win)."""
+    import os
+    from dataclasses import replace
+
+    return config if config.ncbi_api_key else replace(config, ncbi_api_key=os.environ.get("NCBI_API_KEY", ""))
+
+
+def _print_summary(summary, as_json: bool, verdict: str, config: Config) -> None:
+    if as_json:
+        print(json.dumps(summary.as_dict()))
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in summary.as_dict().items() if k != "sources")
+    print(f"{verdict}: {counts}. Index: {config.index_dir}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ingest.records import Article, Event, Section, Skipped, SourceError
 
-
 _NOT_JSON = ("invalid JSON", "line is not a JSON object")
 
 

@@ -66,7 +66,7 @@ class Deletion:
 
 @dataclass(frozen=True)
 class Skipped:
-    source: str
+    source: str  # "file:line" where the record starts (just "file" when the line is unknown)
     pmid: str  # "?" when even the PMID could not be read
     reason: str
 
@@ -81,6 +81,18 @@ class SourceError(Exception):
         self.source = source
         message = f"{source}: {problem}"
         super().__init__(message + (f" ({hint})" if hint else ""))
+
+
+class IngestFailed(SourceError):
+    """One or more sources could not be read, so nothing was committed; every failure is listed."""
+
+    def __init__(self, errors: list[SourceError], summary: IngestSummary) -> None:
+        self.errors = errors
+        self.summary = summary
+        count = f"{len(errors)} source{'s' if len(errors) > 1 else ''}"
+        lines = "\n".join(f"  {e}" for e in errors)
+        Exception.__init__(self, f"{count} could not be read; nothing was written, the index is as it was:\n{lines}")
+        self.source = errors[0].source
 
 
 @dataclass
@@ -98,6 +110,8 @@ class IngestSummary:
     skipped: int = 0
     without_abstract: int = 0
     embedded: int = 0
+    failed: int = 0  # sources that could not be read (the run then commits nothing)
+    resumed: int = 0  # vectors taken from an interrupted run of the same ingest instead of re-embedded
     sources: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:

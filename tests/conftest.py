@@ -42,11 +42,15 @@ class HashingEncoder:
 
 
 class ScriptedGenerator:
+    """Streams ``reply`` word by word; with ``later`` replies, each call takes the next (the last repeats)."""
+
     name = "test/scripted-generator"
 
-    def __init__(self, reply: str) -> None:
+    def __init__(self, reply: str, *later: str) -> None:
+        self.replies = [reply, *later]
         self.reply = reply
         self.messages: list[dict[str, str]] = []  # the last prompt, for inspection
+        self.calls: list[list[dict[str, str]]] = []  # every prompt, in order
 
     def stream(
         self,
@@ -57,7 +61,9 @@ class ScriptedGenerator:
         stop: threading.Event | None = None,
     ) -> Iterator[str]:
         self.messages = list(messages)
-        for word in re.findall(r"\S+\s*", self.reply):
+        self.calls.append(self.messages)
+        reply = self.replies[min(len(self.calls), len(self.replies)) - 1]
+        for word in re.findall(r"\S+\s*", reply):
             if stop is not None and stop.is_set():
                 return
             yield word

@@ -119,9 +119,10 @@ def test_markup_in_titles_and_metadata_is_escaped(evil_index: PubMedIndex) -> No
     bot, _ = _bot(evil_index, "Aspirin reduced recurrent stroke [1].")
     final = bot.ask("Does aspirin prevent recurrent stroke?")
     assert final.sources[0].pmid == "900001"  # precondition: the poisoned record is retrieved first
-    _, html = list(app.respond("Does aspirin prevent recurrent stroke?", [], bot=bot))[-1]
+    markdown, html = list(app.respond("Does aspirin prevent recurrent stroke?", [], bot=bot))[-1]
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Aspirin trial" in html
     assert "<script>" not in html
+    assert "&lt;script&gt;" in markdown and "<script>" not in markdown  # the reference list cites it too
     assert "&lt;b&gt;Evil&lt;/b&gt; A" in html and "<b>Evil</b>" not in html
     assert "&lt;i&gt;Journal&lt;/i&gt;" in html and "<i>Journal</i>" not in html
 
@@ -165,13 +166,28 @@ def test_rendered_answer_round_trips_through_history(demo: PubMedIndex) -> None:
     assert assistant.startswith("First claim [1]. Second claim [2].")
 
 
-def test_follow_up_history_reaches_the_model(demo: PubMedIndex) -> None:
-    bot, generator = _bot(demo, "Follow-up answer [1].")
+def test_follow_up_history_reaches_the_model_without_the_references(demo: PubMedIndex) -> None:
+    first, _ = _bot(demo, "First claim [1]. Second claim [2].")
     q1 = _question(demo, 12)
-    history = [{"role": "user", "content": q1}, {"role": "assistant", "content": "Earlier [[1]](https://x/)."}]
+    markdown, _ = list(app.respond(q1, [], bot=first))[-1]
+    assert "**References**" in markdown  # precondition: the shown answer ends with its reference list
+    bot, generator = _bot(demo, "Follow-up answer [1].")
+    history = [{"role": "user", "content": q1}, {"role": "assistant", "content": markdown}]
     list(app.respond("And in children?", history, bot=bot))
-    contents = [m["content"] for m in generator.messages]
-    assert q1 in contents and "Earlier [1]." in contents
+    messages = generator.messages
+    at = next(i for i, m in enumerate(messages) if m == {"role": "user", "content": q1})
+    assert messages[at + 1]["role"] == "assistant"
+    assert messages[at + 1]["content"].startswith("First claim [1]. Second claim [2].")
+    assert "References" not in messages[at + 1]["content"] and "pubmed.ncbi" not in messages[at + 1]["content"]
+
+
+def test_pairs_give_back_the_plain_text_of_an_escaped_answer(demo: PubMedIndex) -> None:
+    bot, _ = _bot(demo, "Mortality fell (p < 0.05) & costs rose [1].")
+    question = _question(demo, 14)
+    markdown, _ = list(app.respond(question, [], bot=bot))[-1]
+    assert "&lt;" in markdown  # precondition: rendering escaped it
+    [(_, assistant)] = app._pairs([{"role": "user", "content": question}, {"role": "assistant", "content": markdown}])
+    assert assistant.startswith("Mortality fell (p < 0.05) & costs rose [1].")
 
 
 def test_build_ui_returns_blocks_with_the_disclaimer(demo: PubMedIndex) -> None:

@@ -331,10 +331,10 @@ def test_expand_real_data_folder():
         (lambda d: d / "missing.xml", "no such file"),
         (lambda d: d / "nothing-*.xml", "no file matches"),
         (lambda d: (d / "notes.txt").write_text("x") and d / "notes.txt", "unsupported file type"),
-        (lambda d: (d / "data.csv").write_text("x") and d / "data.csv", "supported: .xml"),
+        (lambda d: (d / "data.docx").write_text("x") and d / "data.docx", "supported: .xml"),
         (lambda d: (d / "empty").mkdir() or d / "empty", "no supported file"),
     ],
-    ids=["missing", "glob-without-match", "txt", "csv", "empty-folder"],
+    ids=["missing", "glob-without-match", "txt", "docx", "empty-folder"],
 )
 def test_expand_sources_rejects_with_the_path_in_the_message(tmp_path, make, problem):
     bad = make(tmp_path)

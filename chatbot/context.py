@@ -1,0 +1,115 @@
+"""Fit the retrieved sources into the generator's context window, by tokens, best first.
+
+The prompt is counted as the model will read it (its chat template or completion format,
+its tokenizer) where the backend can say; otherwise the text length gives a conservative
+estimate. Sources are added in retrieval order (best first) while the whole prompt plus the
+answer's token budget fits; the first source that does not fit whole is cut at a word to fill
+what is left, and the rest are left out. When not even a short excerpt of the best source fits,
+the conversation history goes first, then a clear error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from chatbot.prompts import build_messages
+from index.search import Hit
+
+Messages = list[dict[str, str]]
+
+DEFAULT_CONTEXT = 4096  # for a generator that does not say (a test fake, say)
+CHARS_PER_TOKEN = 3.0  # estimate when no tokenizer is at hand: errs towards fewer sources
+MESSAGE_OVERHEAD = 8  # tokens of role markers around each message in a chat template
+MIN_EXCERPT_WORDS = 40  # a shorter excerpt says too little to be worth citing
+ELLIPSIS = " …"
+
+
+class ContextTooSmall(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Fitted:
+    messages: Messages
+    sources: tuple[Hit, ...]  # what the model sees, numbered [1], [2], ... in this order
+    truncated: int  # sources shown only in part (0 or 1)
+    dropped: int  # retrieved sources left out for lack of room
+
+
+def prompt_counter(generator: object) -> Callable[[Messages], int]:
+    """Tokens of a prompt for ``generator``: exact when it can render and count, else estimated."""
+    render = getattr(generator, "render", None)
+    count = getattr(generator, "count_tokens", None)
+    if render is not None and count is not None:
+        return lambda messages: count(render(messages))
+    count = count or (lambda text: math.ceil(len(text) / CHARS_PER_TOKEN))
+    return lambda messages: sum(count(m["content"]) + MESSAGE_OVERHEAD for m in messages)
+
+
+def context_window(generator: object, configured: int = 0) -> int:
+    return getattr(generator, "context_window", 0) or configured or DEFAULT_CONTEXT
+
+
+def fit_sources(
+    question: str,
+    hits: Sequence[Hit],
+    history: Sequence[tuple[str, str]],
+    *,
+    window: int,
+    reserve: int,
+    count: Callable[[Messages], int],
+) -> Fitted:
+    """The prompt with as many of ``hits`` as fit in ``window`` minus ``reserve`` answer tokens."""
+    budget = window - reserve
+    for turns in (history, ()):
+        chosen: list[Hit] = []
+        excerpts: list[str] = []
+        for hit in hits:
+            if count(build_messages(question, [*chosen, hit], turns, excerpts=[*excerpts, hit.article.abstract])) <= budget:
+                chosen.append(hit)
+                excerpts.append(hit.article.abstract)
+                continue
+            cut = _longest_excerpt(question, chosen, excerpts, hit, turns, budget, count)
+            if cut is not None:
+                chosen.append(hit)
+                excerpts.append(cut)
+            break
+        if chosen:
+            messages = build_messages(question, chosen, turns, excerpts=excerpts)
+            truncated = int(excerpts[-1] != chosen[-1].article.abstract)
+            return Fitted(messages, tuple(chosen), truncated, len(hits) - len(chosen))
+        if not hits:
+            return Fitted(build_messages(question, [], turns), (), 0, 0)
+    raise ContextTooSmall(
+        f"a context window of {window} tokens leaves no room for a source after the prompt and "
+        f"{reserve} answer tokens; lower --max-new-tokens or use a model with a larger window"
+    )
+
+
+def _longest_excerpt(
+    question: str,
+    chosen: list[Hit],
+    excerpts: list[str],
+    hit: Hit,
+    turns: Sequence[tuple[str, str]],
+    budget: int,
+    count: Callable[[Messages], int],
+) -> str | None:
+    """The longest word-boundary prefix of ``hit``'s abstract that still fits (binary search)."""
+    words = hit.article.abstract.split(" ")
+
+    def excerpt(n: int) -> str:
+        return " ".join(words[:n]) + ELLIPSIS
+
+    def fits(n: int) -> bool:
+        return count(build_messages(question, [*chosen, hit], turns, excerpts=[*excerpts, excerpt(n)])) <= budget
+
+    low, high = MIN_EXCERPT_WORDS, len(words) - 1
+    if high < low or not fits(low):
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return excerpt(low)

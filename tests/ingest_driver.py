@@ -1,0 +1,49 @@
+"""Run the real ``python -m ingest`` command line with a deterministic, deliberately slow encoder.
+
+``tests/test_kill.py`` kills this process with SIGKILL at chosen moments. Everything is the real
+CLI code (argument parsing, reading, staging, resume cache, commit) except two things, both only
+to make the moments catchable: the encoder is the hashing encoder of ``conftest.py`` (exact,
+deterministic vectors; no model to load) sleeping ``ENCODE_DELAY_S`` per call, and each fsync of
+a commit waits ``FSYNC_DELAY_S`` first, so the commit steps take long enough to be interrupted.
+
+    python -m tests.ingest_driver SOURCE... --index-dir DIR [ingest flags]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+import index.encoding
+import index.storage
+from tests.conftest import HashingEncoder
+
+ENCODE_DELAY_S = 0.05
+FSYNC_DELAY_S = 0.15
+
+
+class SlowHashingEncoder(HashingEncoder):
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        time.sleep(ENCODE_DELAY_S)
+        return super().encode(texts)
+
+
+def main() -> int:
+    real_fsync = index.storage._fsync
+
+    def slow_fsync(path) -> None:
+        time.sleep(FSYNC_DELAY_S)
+        real_fsync(path)
+
+    index.encoding._load = lambda manifest, config: SlowHashingEncoder()
+    index.storage._fsync = slow_fsync
+    from ingest.__main__ import main as cli
+
+    return cli(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
