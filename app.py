@@ -1,8 +1,9 @@
 """Gradio chat over a local PubMed index: python app.py [--host H] [--port P] [--index-dir DIR].
 
-Also the Hugging Face Space entry point. On first start with no index it builds the bundled
-demo corpus (progress in the terminal / Space logs). The chat callback ``respond`` is a plain
-generator, testable without a server; ``build_ui`` only wires it to components.
+Also the Hugging Face Space entry point (docs/DEPLOY.md). On first start with no index it fetches
+a prebuilt one (``PUBMED_RAG_INDEX_REPO``) or builds the bundled demo corpus (progress in the
+terminal / Space logs). The chat callback ``respond`` is a plain generator, testable without a
+server; ``build_ui`` only wires it and the settings to components.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from __future__ import annotations
 import argparse
 import html
 import logging
-import re
 import sys
-from collections.abc import Iterator, Sequence
-from functools import partial
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import date
 
-from chatbot.answer import Answer
-from chatbot.chat import Chatbot
-from chatbot.generate import PACKAGED_SMOLLM2
+from chatbot.generate import PACKAGED_SMOLLM2, GeneratorUnavailable
 from chatbot.prompts import DISCLAIMER
-from cli import setup_logging
+from cli import run_cli, setup_logging
 from config import REPO_ROOT, Config, add_config_flags
+from webui.passages import matched_passages
+from webui.render import render_answer, render_sources, render_status
+from webui.service import ChatService, ChatSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,84 +35,200 @@ EXAMPLES = [
     "What does the WHO recommend for drug-resistant tuberculosis?",
 ]
 TITLE = "PubMed RAG: cited answers from PubMed abstracts"
-CONCLUSION_CHARS = 450  # each source card quotes the abstract's conclusion, so claims can be checked at a glance
 FALLBACK_NOTE = (
     " — offline fallback model: a tiny model whose answers are often wrong; "
-    "judge by the quoted conclusions and the sources, not by the answer"
+    "judge by the quoted passages and the sources, not by the answer"
 )
+PLACEHOLDER = (
+    "**Ask a question about the medical literature in this index.**\n\n"
+    "Answers cite the abstracts they use; when the abstracts do not answer, the app says so."
+)
+QUEUE_SIZE = 64  # chats waiting beyond this are turned away at once instead of waiting for minutes
+MAX_UPLOAD = "200mb"  # a PubMed baseline file is ~40 MB compressed
+CSS = """
+.disclaimer {border: 1px solid #e0a040; background: #fff8ec; color: #5a3b00; border-radius: 8px; padding: 4px 12px;}
+.source-card {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 12px; margin: 0 0 8px;}
+.source-meta, .source-types {color: var(--body-text-color-subdued); font-size: 0.9em;}
+.source-passage {border-left: 3px solid var(--color-accent); margin: 6px 0; padding-left: 8px; font-size: 0.95em;}
+.source-n {font-weight: 700; margin-right: 4px;}
+.badge {border-radius: 4px; padding: 0 6px; margin-right: 4px; font-size: 0.8em; font-weight: 600;}
+.badge.cited {background: #dbeafe; color: #1e3a8a;}
+.badge.retracted {background: #fee2e2; color: #991b1b;}
+.answer-checks {background: var(--background-fill-secondary); border-radius: 8px; padding: 6px 12px; font-size: 0.9em;}
+"""
 
 
-def respond(message: str, history: Sequence[dict], *, bot: Chatbot) -> Iterator[tuple[str, str]]:
-    """Stream (answer markdown, sources HTML) for one chat turn."""
+def respond(
+    message: str, history: Sequence[Mapping], settings: ChatSettings | None = None, *, service: ChatService
+) -> Iterator[tuple[str, str]]:
+    """Stream (answer Markdown, sources HTML) for one chat turn.
+
+    Closing the generator (Gradio does on Stop) sets the chatbot's stop event, which ends
+    generation at the next token instead of letting the model run on for nobody.
+    """
     if not message or not message.strip():
         yield "Please type a question.", ""
         return
-    for answer in bot.stream(message, _pairs(history)):
-        yield render_answer(answer), render_sources(answer)
+    settings = settings or ChatSettings()
+    if not service.models.is_loaded(settings.model):
+        yield f"_Loading the model {html.escape(settings.model)} (first use, may take a minute)…_", ""
+    try:
+        bot = service.chatbot(settings)
+    except (GeneratorUnavailable, ValueError) as exc:
+        yield f"**Cannot answer:** {html.escape(str(exc), quote=False)}", ""
+        return
+    stop = threading.Event()
+    answers = bot.stream(message, history_pairs(history), stop=stop)
+    shown: tuple[str, ...] = ()
+    passages: dict[str, str] = {}
+    try:
+        for answer in answers:
+            if tuple(h.pmid for h in answer.sources) != shown:  # once per turn: the sources are fixed
+                shown = tuple(h.pmid for h in answer.sources)
+                passages = matched_passages(answer.query or message, answer.sources, bot.encoder)
+            yield render_answer(answer), render_sources(answer, passages)
+    finally:
+        stop.set()
+        answers.close()
 
 
-def _pairs(history: Sequence[dict]) -> list[tuple[str, str]]:
-    """Gradio's message list as (user, assistant) pairs of plain text."""
+def history_pairs(history: Sequence[Mapping]) -> list[tuple[str, str]]:
+    """Gradio's message list as (user, assistant) pairs of the plain text the model wrote."""
+    from webui.render import plain_text
+
     pairs, user = [], None
     for message in history:
-        content = message.get("content")
-        text = content if isinstance(content, str) else ""
+        text = _text(message.get("content"))
         if message.get("role") == "user":
             user = text
         elif message.get("role") == "assistant" and user is not None:
-            plain = html.unescape(re.sub(r"\[\[(\d+)\]\]\([^)]*\)", r"[\1]", text))  # undo render_answer
-            pairs.append((user, plain))
+            pairs.append((user, plain_text(text)))
             user = None
     return pairs
 
 
-def render_answer(answer: Answer) -> str:
-    """Escaped answer text whose [n] markers link to the cited PubMed pages."""
-    if not answer.done and not answer.text:
-        return "_Searching the abstracts and writing an answer…_"
-    text = html.escape(answer.text, quote=False)
-    urls = {c.n: c.url for c in answer.citations}
-    text = re.sub(r"\[(\d+(?:, \d+)*)\]", lambda m: _link_numbers(m.group(1), urls), text)
-    if answer.abstained:
-        return f"**No answer in the indexed literature.** {text}"
-    return text
+def _text(content: object) -> str:
+    """A message's text: Gradio 6 gives a list of typed parts, older code a plain string."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
 
 
-def _link_numbers(numbers: str, urls: dict[int, str]) -> str:
-    return "".join(f"[[{n}]]({urls[int(n)]})" if int(n) in urls else "" for n in numbers.split(", "))
+def status_text(service: ChatService) -> str:
+    fallback = FALLBACK_NOTE if service.models.default == PACKAGED_SMOLLM2.removesuffix(".gguf") else ""
+    return render_status(service.stats(), service.models.default, fallback_note=fallback)
 
 
-def render_sources(answer: Answer) -> str:
-    """Source cards; every field from PubMed is escaped (titles can hold markup)."""
-    if not answer.sources:
-        return "<p>No abstracts retrieved.</p>"
-    cited = {c.n for c in answer.citations}
-    heading = "Closest abstracts (not an answer)" if answer.abstained else "Sources"
-    cards = [f"<h3>{heading}</h3>"]
-    for n, hit in enumerate(answer.sources, start=1):
-        a = hit.article
-        authors = ", ".join(a.authors[:3]) + (" et al." if len(a.authors) > 3 else "")
-        badge = " <strong>cited</strong>" if n in cited else ""
-        cards.append(
-            '<div class="source-card">'
-            f'<p><b>[{n}]</b>{badge} <a href="{hit.url}" target="_blank" rel="noopener">'
-            f"{html.escape(a.title)}</a></p>"
-            f"<p>{html.escape(authors)} · <i>{html.escape(a.journal)}</i> · {a.year or 'n.d.'} · "
-            f"PMID {html.escape(hit.pmid)} · similarity {hit.score:.2f}</p>"
-            f"<blockquote>{html.escape(_shorten(a.conclusion, CONCLUSION_CHARS))}</blockquote></div>"
-        )
-    return "\n".join(cards)
+def build_ui(service: ChatService, *, examples: Sequence[str] = (), ingest: bool = False):
+    """The Blocks: settings sidebar, chat with streamed answers, source cards, the ingestion tab."""
+    import gradio as gr
+
+    from webui.ingest_tab import build_ingest_tab
+
+    sources = gr.HTML(label="Sources", render=False, js_on_load=None, elem_id="sources")
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as ui:
+        settings = _settings_sidebar(service)
+        gr.Markdown(f"# {TITLE}")
+        gr.Markdown(f"⚠️ **Not medical advice.** {DISCLAIMER}", elem_classes=["disclaimer"])
+        status = gr.Markdown(lambda: status_text(service), elem_id="index-status")
+        with gr.Tabs():
+            with gr.Tab("Ask", id="ask"), gr.Row(equal_height=False):
+                with gr.Column(scale=3, min_width=340):
+                    chatbot = gr.Chatbot(height=560, label="Answer", placeholder=PLACEHOLDER, sanitize_html=True)
+                    gr.ChatInterface(
+                        _chat_callback(service),
+                        chatbot=chatbot,
+                        additional_inputs=settings,
+                        additional_outputs=[sources],
+                        examples=[[q] for q in examples] or None,  # lists: the settings are inputs too
+                        cache_examples=False,
+                        concurrency_limit=service.config.max_chats,
+                        fill_height=False,
+                        api_name="chat",
+                    )
+                with gr.Column(scale=2, min_width=300):
+                    sources.render()
+            build_ingest_tab(service, enabled=ingest, status=status, status_text=lambda: status_text(service))
+        chatbot.clear(lambda: "", None, sources, queue=False, api_visibility="private")
+    return ui
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+def _settings_sidebar(service: ChatService) -> list:
+    import gradio as gr
+
+    from webui.service import STUDY_TYPES, TOP_K_MAX, YEAR_MIN
+
+    config, this_year = service.config, date.today().year
+    with gr.Sidebar(label="Settings", open=False):
+        gr.Markdown("### Settings")
+        inputs = [
+            gr.Dropdown(service.models.names, value=service.models.default, label="Model"),
+            gr.Dropdown(service.retrievers, value=service.retrievers[0][1], label="Retriever"),
+            gr.Slider(1, TOP_K_MAX, value=config.top_k, step=1, label="Abstracts per question (top-k)"),
+            gr.Slider(0.0, 1.0, value=config.min_score, step=0.01, label="Minimum similarity (below: no answer)"),
+            gr.Slider(YEAR_MIN, this_year, value=YEAR_MIN, step=1, label="Published from"),
+            gr.Slider(YEAR_MIN, this_year, value=this_year, step=1, label="Published until"),
+            gr.CheckboxGroup(list(STUDY_TYPES), label="Study types (any of; none = all)"),
+            gr.Checkbox(value=True, label="Leave out retracted publications"),
+        ]
+    return inputs
+
+
+def _chat_callback(service: ChatService):
+    """The function ChatInterface calls: sidebar values -> ChatSettings -> ``respond``.
+
+    Its parameter names are the names of the app's ``/chat`` API (gradio_client) parameters.
+    """
+    from webui.deploy import on_gpu
+
+    this_year = date.today().year
+
+    def chat(
+        message: str,
+        history: list,
+        model: str,
+        retriever: str,
+        top_k: float,
+        min_score: float,
+        year_from: float,
+        year_to: float,
+        study_types: list[str],
+        exclude_retracted: bool,
+    ) -> Iterator[tuple[str, str]]:
+        values = (model, retriever, top_k, min_score, year_from, year_to, study_types, exclude_retracted)
+        yield from respond(message, history, ChatSettings.from_inputs(*values, this_year=this_year), service=service)
+
+    return on_gpu(chat)
+
+
+def launch_options(config: Config) -> dict[str, object]:
+    """Arguments for ``Blocks.launch``: never a public share link; a login when PUBMED_RAG_AUTH is set."""
+    import gradio as gr
+
+    from webui.deploy import parse_auth
+
+    system = ["system-ui", "-apple-system", "Segoe UI", "sans-serif"]  # no web-font download
+    return {
+        "server_name": config.host,
+        "server_port": config.port,
+        "share": False,
+        "auth": parse_auth(config.auth),
+        "auth_message": "This PubMed RAG deployment asks for a login.",
+        "max_file_size": MAX_UPLOAD,
+        "ssr_mode": False,
+        "css": CSS,
+        "theme": gr.themes.Soft(primary_hue="blue", font=system, font_mono=["ui-monospace", "monospace"]),
+    }
 
 
 def ensure_index(config: Config) -> None:
-    """Build the demo index on first start so a fresh clone works with no setup."""
+    """Fetch the prebuilt index, or build the demo one, so a fresh clone or Space works with no setup."""
     from index.storage import IndexDir
+    from webui.deploy import fetch_prebuilt_index
 
-    if IndexDir(config.index_dir).current() is not None:
+    if fetch_prebuilt_index(config) or IndexDir(config.index_dir).current() is not None:
         return
     from index.writer import ingest_files
     from ingest.sources import read_source
@@ -119,47 +237,50 @@ def ensure_index(config: Config) -> None:
     ingest_files([DEMO_CORPUS], config, read=read_source)
 
 
-def build_ui(bot: Chatbot, stats: dict[str, object]):
-    import gradio as gr
+def open_service(config: Config) -> ChatService:
+    """The live index and the configured generator, shared by every session."""
+    from chatbot.generate import open_generator
+    from index.search import PubMedIndex
+    from webui.models import Models
 
-    sources = gr.HTML(label="Sources")
-    with gr.Blocks(title=TITLE) as ui:
-        gr.Markdown(f"# {TITLE}\n**⚠️ {DISCLAIMER}**")
-        fallback = FALLBACK_NOTE if bot.generator.name == PACKAGED_SMOLLM2.removesuffix(".gguf") else ""
-        gr.Markdown(
-            f"Index: {stats['documents']} abstracts · encoder `{stats['encoder']}` · "
-            f"model `{bot.generator.name}`{fallback}"
-        )
-        with gr.Row():
-            with gr.Column(scale=3):
-                gr.ChatInterface(
-                    partial(respond, bot=bot),
-                    additional_outputs=[sources],
-                    examples=EXAMPLES,
-                    cache_examples=False,
-                    concurrency_limit=1,
-                    fill_height=False,
-                    chatbot=gr.Chatbot(height=520, label="Answer", sanitize_html=True),
-                )
-            with gr.Column(scale=2):
-                sources.render()
-    return ui
+    index = PubMedIndex(config.index_dir, max_seq_length=config.max_seq_length)
+    return ChatService(index, Models(open_generator(config), config), config)
+
+
+def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Flags > ``PUBMED_RAG_*`` > Gradio's ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` > defaults."""
+    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__)
+    add_config_flags(parser, "host", "port", "index_dir", "index_repo", "allow_ingest", "max_chats")
+    add_config_flags(parser, "generator", "model", "models", "backend", "endpoint", "context_window")
+    add_config_flags(parser, "top_k", "min_score", "max_new_tokens", "temperature")
+    args = parser.parse_args(argv)
+    return Config.from_env(None if environ is None else dict(environ)).with_args(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__)
-    add_config_flags(parser, "host", "port", "index_dir", "generator", "top_k")
-    args = parser.parse_args(argv)
+    config = parse_config(argv)
     setup_logging()
-    config = Config.from_env().with_args(args)
 
-    from chatbot.chat import open_chatbot
+    def work() -> int:
+        from webui.deploy import ingest_enabled, parse_auth, zero_gpu
+        from webui.service import answerable_examples
 
-    ensure_index(config)
-    bot = open_chatbot(config)
-    ui = build_ui(bot, bot.retriever.stats())
-    ui.queue(default_concurrency_limit=1).launch(server_name=config.host, server_port=config.port, share=False)
-    return 0
+        parse_auth(config.auth)  # a malformed login setting fails before minutes of loading
+        on_zero_gpu = zero_gpu()  # imports `spaces` before torch, as ZeroGPU requires
+        ensure_index(config)
+        service = open_service(config)
+        if on_zero_gpu:
+            service.models.preload()
+        examples = answerable_examples(service.index, EXAMPLES, config.min_score)
+        ui = build_ui(service, examples=examples, ingest=ingest_enabled(config))
+        ui.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1).launch(**launch_options(config))
+        return 0
+
+    from index.encoder import EncoderUnavailable
+    from index.storage import IndexBusy, IndexNotFound
+    from ingest.records import SourceError
+
+    return run_cli(work, (IndexNotFound, IndexBusy, EncoderUnavailable, GeneratorUnavailable, SourceError, ValueError))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,15 @@ class Config:
     endpoint: str = ""  # OpenAI-compatible server URL (vLLM, TGI, Ollama, llama.cpp server); empty = local
     api_key: str = ""  # bearer token for --endpoint; set PUBMED_RAG_API_KEY rather than a flag
     context_window: int = 0  # tokens the generator reads; 0 = the preset's or the model's own
+    models: str = ""  # app: more generators for its model menu (preset names or ids, comma-separated)
+    max_chats: int = 2  # app: answers generated at once (they share the CPU); later chats wait in the queue
+    allow_ingest: str = "auto"  # app "Add abstracts" tab: auto (on when local or behind a login), on, off
+    auth: str = ""  # app login "user:password[,user2:password2]"; set PUBMED_RAG_AUTH, never a flag
+    index_repo: str = ""  # prebuilt index: HF dataset repo[@revision] or hf://buckets/..., fetched into an empty index
+    retriever: str = "hybrid"  # dense, bm25 or hybrid (both fused by reciprocal rank; best measured, BENCHMARKS.md)
+    rerank: str = "off"  # cross-encoder reranking: off, on (ncbi/MedCPT-Cross-Encoder) or a model id/path
+    query_encoder: str = ""  # a new index's query-side model when it differs from --encoder; "" = same or known pair
+    index_type: str = "auto"  # vector index: flat (exact), hnsw, ivfpq, or auto (flat below 500k abstracts)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
@@ -115,4 +124,13 @@ _HELP = {
     "endpoint": "OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1",
     "api_key": "bearer token for the endpoint",
     "context_window": "generator context window in tokens (0 = the model's own)",
+    "models": "more generators the app's model menu offers, comma-separated (preset names or ids)",
+    "max_chats": "answers the app generates at once; more chats wait in the queue",
+    "allow_ingest": "the app's Add abstracts tab: auto (local or behind a login), on or off",
+    "auth": "app login user:password[,user2:password2]",
+    "index_repo": "prebuilt index to fetch into an empty index dir: HF dataset repo[@revision] or hf://buckets/NAME",
+    "retriever": "ranking: dense (embeddings), bm25 (words) or hybrid (both, fused)",
+    "rerank": "rerank the top candidates with a cross-encoder: off, on (ncbi/MedCPT-Cross-Encoder) or a model id/path",
+    "query_encoder": "query encoder of a new asymmetric index, e.g. ncbi/MedCPT-Query-Encoder",
+    "index_type": "vector index built at ingest: auto, flat, hnsw or ivfpq",
 }

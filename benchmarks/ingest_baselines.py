@@ -15,7 +15,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+
+from config import Config
+from index.encoder import Encoder
 
 
 def llama_index_pipeline(
@@ -71,3 +74,24 @@ class PeakRss:
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
             self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+
+
+def measure_llama(texts: Sequence[str], config: Config, model_path: str, overlap: int) -> dict[str, float]:
+    """Chunks made and seconds taken by the llama-index pipeline on ``texts`` (model load excluded)."""
+    pipeline, _ = llama_index_pipeline(
+        texts, model_path, max_seq_length=config.max_seq_length, batch_size=config.batch_size, overlap=overlap
+    )
+    start = time.perf_counter()
+    chunks = pipeline()
+    return {"chunks": chunks, "seconds": time.perf_counter() - start}
+
+
+def encoder_windows(encoder: Encoder, texts: Sequence[str]) -> Iterator[str]:
+    """The pieces the encoder actually embeds (several per abstract over the token limit)."""
+    from index.chunking import LongTextEncoder, split_text
+
+    if not isinstance(encoder, LongTextEncoder):
+        yield from texts
+        return
+    for text, offsets in zip(texts, encoder._offsets(list(texts)), strict=True):
+        yield from split_text(text, offsets, encoder.max_tokens, encoder.overlap)

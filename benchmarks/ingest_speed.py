@@ -52,9 +52,10 @@ from benchmarks._common import (
     percentile,
     ratio,
     timed,
+    timed_cpu,
     write_result,
 )
-from benchmarks.ingest_baselines import PeakRss, llama_index_pipeline
+from benchmarks.ingest_baselines import PeakRss, encoder_windows, measure_llama
 from config import Config
 from index.chunking import long_text_encoder
 from index.encoder import MINILM_ID, Encoder, load_encoder, packaged_minilm_path
@@ -109,22 +110,26 @@ def measure_ingest(source: Path, limit: int, encoder: Encoder, index_dir: Path) 
     config = Config(index_dir=index_dir, encoder=MINILM_ID)
     read = slice_reader(limit)
     with PeakRss() as memory:
-        summary, first_s = timed(lambda: ingest_files([source], config, read=read, encoder=encoder, progress=False))
+        summary, first_s, first_cpu_s = timed_cpu(
+            lambda: ingest_files([source], config, read=read, encoder=encoder, progress=False)
+        )
     again, noop_s = timed(lambda: ingest_files([source], config, read=read, encoder=encoder, progress=False))
     if again.embedded or again.added:
         raise RuntimeError("the re-run was expected to be a no-op")
     return {
         "abstracts": summary.embedded,
         "ingest_s": first_s,
+        "ingest_cpu_s": first_cpu_s,
         "noop_s": noop_s,
         "peak_rss_mb": memory.peak_mb,
         "rss_before_mb": memory.start_mb,
     }
 
 
-def measure_encode(texts: Sequence[str], encoder: Encoder) -> float:
-    _, seconds = timed(lambda: encoder.encode(texts))
-    return seconds
+def measure_encode(texts: Sequence[str], encoder: Encoder) -> tuple[float, float]:
+    """Wall and CPU seconds of encoding ``texts`` in one call."""
+    _, seconds, cpu_seconds = timed_cpu(lambda: encoder.encode(texts))
+    return seconds, cpu_seconds
 
 
 def numpy_top_k(matrix: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
@@ -143,31 +148,32 @@ def stored_vectors(index: PubMedIndex) -> tuple[np.ndarray, np.ndarray]:
     return flat.reconstruct_n(0, mapped.ntotal), faiss.vector_to_array(mapped.id_map)
 
 
-def latencies(func: Callable[[object], object], inputs: Sequence[object]) -> list[float]:
-    for item in inputs[:WARMUP_QUERIES]:
-        func(item)
-    out = []
-    for item in inputs:
-        start = time.perf_counter()
-        func(item)
-        out.append(time.perf_counter() - start)
-    return out
-
-
 def measure_queries(index: PubMedIndex, encoder: Encoder, queries: Sequence[str]) -> dict[str, object]:
+    """Per-query latencies of each variant, alternated query by query so that load from other processes
+    hits them alike (after a warm-up on the first few queries)."""
     matrix, ids = stored_vectors(index)
     k = min(K, len(ids))
     vectors = encoder.encode(queries)
-    faiss_ids = [index.vectors.search(v[None, :], k)[1][0] for v in vectors]
-    numpy_ids = [numpy_top_k(matrix, ids, v, k) for v in vectors]
-    agree = sum(np.array_equal(a, b) for a, b in zip(faiss_ids, numpy_ids, strict=True)) / len(queries)
-    return {
-        "search": latencies(lambda q: index.search(q, k=K), queries),
-        "encode_numpy": latencies(lambda q: numpy_top_k(matrix, ids, encoder.encode([q])[0], k), queries),
-        "faiss_only": latencies(lambda v: index.vectors.search(v[None, :], k), list(vectors)),
-        "numpy_only": latencies(lambda v: numpy_top_k(matrix, ids, v, k), list(vectors)),
-        "same_top_k_fraction": agree,
+    variants: dict[str, Callable[[str, np.ndarray], object]] = {
+        "search": lambda q, _v: index.search(q, k=K),
+        "encode_numpy": lambda q, _v: numpy_top_k(matrix, ids, encoder.encode([q])[0], k),
+        "faiss_only": lambda _q, v: index.vectors.search(v[None, :], k),
+        "numpy_only": lambda _q, v: numpy_top_k(matrix, ids, v, k),
     }
+    pairs = list(zip(queries, vectors, strict=True))
+    for query, vector in pairs[:WARMUP_QUERIES]:
+        for func in variants.values():
+            func(query, vector)
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for query, vector in pairs:
+        for name, func in variants.items():
+            start = time.perf_counter()
+            func(query, vector)
+            seconds[name].append(time.perf_counter() - start)
+    agree = sum(
+        np.array_equal(index.vectors.search(v[None, :], k)[1][0], numpy_top_k(matrix, ids, v, k)) for v in vectors
+    )
+    return {**seconds, "same_top_k_fraction": agree / len(queries)}
 
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
@@ -187,8 +193,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     windowed = long_text_encoder(encoder)  # what the ingest encodes with: long abstracts in windows
     texts = texts_to_embed(args.source, args.limit)
     windowed.encode(texts[: config.batch_size])  # warm-up
-    encode_s = measure_encode(texts, windowed)
-    llama = measure_llama(texts, config, getattr(windowed, "overlap", 0)) if not args.no_llama else None
+    encode_s, encode_cpu_s = measure_encode(texts, windowed)
+    llama = (
+        measure_llama(texts, config, str(packaged_minilm_path()), getattr(windowed, "overlap", 0))
+        if not args.no_llama
+        else None
+    )
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         ingest = measure_ingest(args.source, args.limit, encoder, Path(tmp) / "index")
         if ingest["abstracts"] != len(texts):
@@ -207,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "source": str(source),
             "records": args.limit or "all",
             "abstracts": len(texts),
-            "windows": sum(1 for t in _windows(windowed, texts)),
+            "windows": sum(1 for _ in encoder_windows(windowed, texts)),
             "encoder": f"{MINILM_ID} (packaged), max_seq_length {config.max_seq_length}",
             "batch_size": config.batch_size,
             "queries": len(queries),
@@ -223,6 +233,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "llama_index_chunks": llama["chunks"] if llama else None,
             "end_to_end_s": ingest["ingest_s"],
             "encode_only_s": encode_s,
+            "end_to_end_cpu_s": ingest["ingest_cpu_s"],
+            "encode_only_cpu_s": encode_cpu_s,
+            "ratio_cpu_end_to_end_over_encode_only": ratio(ingest["ingest_cpu_s"], encode_cpu_s),
             "llama_index_s": llama["seconds"] if llama else None,
             "noop_rerun_s": ingest["noop_s"],
             "ratio_noop_over_first_ingest": ratio(ingest["noop_s"], ingest["ingest_s"]),
@@ -234,29 +247,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "faiss_and_numpy_same_top_k": raw["same_top_k_fraction"],
         "machine": machine_info(),
     }
-
-
-def measure_llama(texts: Sequence[str], config: Config, overlap: int) -> dict[str, float]:
-    pipeline, _ = llama_index_pipeline(
-        texts,
-        str(packaged_minilm_path()),
-        max_seq_length=config.max_seq_length,
-        batch_size=config.batch_size,
-        overlap=overlap,
-    )
-    chunks, seconds = timed(pipeline)
-    return {"chunks": chunks, "seconds": seconds}
-
-
-def _windows(encoder: Encoder, texts: Sequence[str]) -> Iterator[str]:
-    """The pieces the encoder actually embeds (several per abstract over the token limit)."""
-    from index.chunking import LongTextEncoder, split_text
-
-    if not isinstance(encoder, LongTextEncoder):
-        yield from texts
-        return
-    for text, offsets in zip(texts, encoder._offsets(list(texts)), strict=True):
-        yield from split_text(text, offsets, encoder.max_tokens, encoder.overlap)
 
 
 def table(result: dict[str, object]) -> str:
@@ -279,6 +269,14 @@ def table(result: dict[str, object]) -> str:
                 i["ratio_end_to_end_over_llama_index"],
             ]
         )
+    rows.append(
+        [
+            "ingest CPU seconds vs encoder alone (all threads)",
+            i["end_to_end_cpu_s"],
+            i["encode_only_cpu_s"],
+            i["ratio_cpu_end_to_end_over_encode_only"],
+        ]
+    )
     rows.append(
         ["no-op re-run, same file (s)", i["noop_rerun_s"], i["end_to_end_s"], i["ratio_noop_over_first_ingest"]]
     )

@@ -1,13 +1,16 @@
-"""python -m chatbot ask "question": a cited answer from the PubMed abstracts in an index."""
+"""python -m chatbot ask "question": a cited answer from the PubMed abstracts in an index;
+python -m chatbot eval FILE.jsonl: retrieval and answer metrics on PubMedQA / BioASQ style questions."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from cli import run_cli, setup_logging
 from config import Config, add_config_flags
+from index.filters import add_filter_flags, filters_from_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -17,8 +20,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ask.add_argument("question")
     add_config_flags(ask, "index_dir", "generator", "model", "backend", "endpoint", "context_window")
     add_config_flags(ask, "top_k", "min_score", "max_new_tokens", "temperature")
+    add_config_flags(ask, "retriever", "rerank")
+    add_filter_flags(ask)
     ask.add_argument("--json", action="store_true", help="print {answer, citations, sources} as JSON")
+    add_eval_parser(commands)
     return parser.parse_args(argv)
+
+
+def add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser("eval", help="recall@k, MRR (and answer accuracy) on a question file")
+    evaluate.add_argument("file", help="JSON Lines: question, pmid or gold_pmids, final_decision")
+    evaluate.add_argument("-k", type=int, default=10, help="hits retrieved per question (default: 10)")
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    evaluate.add_argument("--retrieval-only", action="store_true", help="skip answering: no generator is loaded")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    add_config_flags(evaluate, "index_dir", "retriever", "rerank", "generator", "model", "backend", "endpoint")
+    add_config_flags(evaluate, "context_window", "top_k", "min_score", "max_new_tokens")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         from chatbot.chat import open_chatbot
 
+        if args.command == "eval":
+            return run_eval(args, config)
         bot = open_chatbot(config)
+        filters = filters_from_args(args)
         if args.json:
-            print(json.dumps(bot.ask(args.question).as_dict(), ensure_ascii=False))
+            print(json.dumps(bot.ask(args.question, filters=filters).as_dict(), ensure_ascii=False))
             return 0
         shown = ""
-        for answer in bot.stream(args.question):
+        for answer in bot.stream(args.question, filters=filters):
             if not answer.done and answer.text.startswith(shown):
                 print(answer.text[len(shown) :], end="", flush=True)
                 shown = answer.text
@@ -49,6 +69,28 @@ def main(argv: list[str] | None = None) -> int:
     from index.storage import IndexNotFound
 
     return run_cli(work, (IndexNotFound, EncoderUnavailable, GeneratorUnavailable, ValueError))
+
+
+def run_eval(args: argparse.Namespace, config: Config) -> int:
+    from chatbot.eval import evaluate, read_questions
+
+    questions = read_questions(Path(args.file), limit=args.limit)
+    if args.retrieval_only:
+        from index.search import open_index
+
+        index, bot = open_index(config), None
+    else:
+        from chatbot.chat import open_chatbot
+
+        bot = open_chatbot(config)
+        index = bot.retriever
+    result = {"file": args.file, "retriever": index.retriever, **evaluate(questions, index, k=args.k, chatbot=bot)}
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {_fmt(v)}" for k, v in result.items()))
+    return 0
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from chatbot.support import check_support
 from chatbot.verdict import extract_verdict
 from config import Config
 from index.encoder import Encoder
+from index.filters import Filters
 from index.search import Hit
 
 History = Sequence[tuple[str, str]]  # (user, assistant) turns, oldest first
@@ -43,14 +44,32 @@ class Chatbot:
         self.config = config
         self.encoder = encoder  # for the sentence support check; None skips it
 
-    def retrieve(self, question: str, history: History = (), *, stop: threading.Event | None = None) -> list[Hit]:
+    def retrieve(
+        self,
+        question: str,
+        history: History = (),
+        *,
+        stop: threading.Event | None = None,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
         """A follow-up ("and in children?") is rewritten to stand alone before it is searched."""
-        return self.retriever.search(self.query(question, history, stop=stop), k=self.config.top_k)
+        return self._search(self.query(question, history, stop=stop), filters)
+
+    def _search(self, query: str, filters: Filters | None) -> list[Hit]:
+        """``filters`` (index/filters.py) restrict the search itself; only passed when set."""
+        return self.retriever.search(query, k=self.config.top_k, **({"filters": filters} if filters else {}))
 
     def query(self, question: str, history: History = (), *, stop: threading.Event | None = None) -> str:
         return rewrite_query(question.strip(), history, self.generator, stop=stop)
 
-    def stream(self, question: str, history: History = (), *, stop: threading.Event | None = None) -> Iterator[Answer]:
+    def stream(
+        self,
+        question: str,
+        history: History = (),
+        *,
+        stop: threading.Event | None = None,
+        filters: Filters | None = None,
+    ) -> Iterator[Answer]:
         """Partial answers while the model writes, then the final one (``done=True``)."""
         question = question.strip()
         emergency = is_emergency(question)
@@ -58,7 +77,7 @@ class Chatbot:
         if emergency:
             yield _with(base, text=EMERGENCY_NOTICE)  # before any slow step
         query = self.query(question, history, stop=stop)
-        hits = self.retriever.search(query, k=self.config.top_k)
+        hits = self._search(query, filters)
         evidence = [h for h in hits if h.score >= self.config.min_score]
         if not evidence:
             text = _compose(emergency, NO_EVIDENCE_ANSWER)
@@ -77,8 +96,8 @@ class Chatbot:
             yield _with(base, text=_compose(emergency, partial.text), citations=partial.citations)
         yield self._final(base, raw)
 
-    def ask(self, question: str, history: History = ()) -> Answer:
-        for answer in self.stream(question, history):
+    def ask(self, question: str, history: History = (), *, filters: Filters | None = None) -> Answer:
+        for answer in self.stream(question, history, filters=filters):
             if answer.done:
                 return answer
         raise RuntimeError("the answer stream ended without a final answer")
@@ -128,7 +147,7 @@ def _with(answer: Answer, **changes: object) -> Answer:
 def open_chatbot(config: Config) -> Chatbot:
     """The index at ``config.index_dir`` and the configured generator (offline fallback allowed)."""
     from chatbot.generate import open_generator
-    from index.search import PubMedIndex
+    from index.search import open_index
 
-    index = PubMedIndex(config.index_dir, max_seq_length=config.max_seq_length)
+    index = open_index(config)  # retriever, reranker and token limit from the config
     return Chatbot(index, open_generator(config), config, encoder=index.encoder)

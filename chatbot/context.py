@@ -67,7 +67,10 @@ def fit_sources(
         chosen: list[Hit] = []
         excerpts: list[str] = []
         for hit in hits:
-            if count(build_messages(question, [*chosen, hit], turns, excerpts=[*excerpts, hit.article.abstract])) <= budget:
+            if (
+                count(build_messages(question, [*chosen, hit], turns, excerpts=[*excerpts, hit.article.abstract]))
+                <= budget
+            ):
                 chosen.append(hit)
                 excerpts.append(hit.article.abstract)
                 continue

@@ -73,7 +73,9 @@ class TransformersGenerator:
                 path, trust_remote_code=False, dtype=dtype, **source, **weights
             )
         except OSError as exc:
-            raise GeneratorUnavailable(f"cannot load {self.name}: {exc} (only safetensors or GGUF weights load)") from exc
+            raise GeneratorUnavailable(
+                f"cannot load {self.name}: {exc} (only safetensors or GGUF weights load)"
+            ) from exc
         self.model.eval()
         if torch.cuda.is_available():
             self.model.to("cuda")

@@ -11,7 +11,6 @@ default native build can crash at inference on some CPUs).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,12 +36,10 @@ class LlamaCppGenerator:
         self.name = Path(path).stem
         self.preset = preset
         n_ctx = context_window or min(preset.context_window or DEFAULT_CONTEXT, MAX_CONTEXT)
+        # Threads: llama-cpp-python's default (half the logical CPUs) unless given. Its workers spin while
+        # they wait, so more threads than free cores makes decoding many times slower, not faster.
         self.llm = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=threads or len(os.sched_getaffinity(0)),
-            seed=0,
-            verbose=False,
+            model_path=str(path), n_ctx=n_ctx, **({"n_threads": threads} if threads else {}), seed=0, verbose=False
         )
         metadata = self.llm.metadata
         trained = int(metadata.get(f"{metadata.get('general.architecture')}.context_length", self.llm.n_ctx()))

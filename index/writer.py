@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from config import Config
+from index.derived import finish_generation
 from index.embedder import BackgroundEmbedder
 from index.encoder import Encoder
 from index.encoding import check_same_encoder, encoder_identity, load_for_ingest
@@ -86,6 +87,7 @@ def ingest_files(
                 setattr(summary, name, count)
             manifest = _finish(store, embedder, manifest, summary)
             _write_generation(staging, store, manifest, files, cache, live, reading.removed, summary)
+            finish_generation(staging, config, new=live is None)  # BM25, ANN index, query encoder
             layout.commit(staging)
         except KeyboardInterrupt:
             embedder.abort()  # keep the staging folder: the same command resumes from its cache

@@ -1,8 +1,8 @@
 """JSON Lines reader: one object a line with ``pmid``, ``title``, ``abstract`` and optionally
 ``year``, ``journal``, ``mesh``, ``publication_types``, ``authors``, ``doi``.
 
-A line that is not a JSON object, or lacks a PMID or title, is skipped with its line number;
-a file that is not JSON Lines at all (its first non-empty line fails) is a ``SourceError``.
+A line that is not a JSON object, or lacks a PMID or both title and abstract, is skipped with its
+line number; a file that is not JSON Lines at all (its first non-empty line fails) is a ``SourceError``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _parse_line(line: str, where: str) -> Event:
     if not pmid.isdigit():
         return Skipped(where, pmid or "?", "missing or non-numeric pmid")
     title = str(record.get("title") or "").strip()
-    if not title:
+    if not title and not record.get("abstract"):  # an abstract alone (PubMedQA contexts) is still evidence
         return Skipped(where, pmid, "missing title")
     year = record.get("year")
     return Article(

@@ -4,13 +4,15 @@ Needs Playwright (pip) and a Chromium binary (Debian: apt-get install chromium):
 
     python app.py &   # wait until it serves
     python scripts/screenshot.py --url http://127.0.0.1:7860 --out docs/screenshot.png
+    python scripts/screenshot.py --width 390 --height 844 --out docs/screenshot-mobile.png
+
+``ask`` is shared with tests/test_browser.py: it types a question and waits until the answer has
+finished streaming and the sources panel holds PubMed links.
 """
 
 from __future__ import annotations
 
 import argparse
-
-from playwright.sync_api import sync_playwright
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -20,9 +22,22 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+PUBMED_LINK = "#sources a[href*='pubmed.ncbi.nlm.nih.gov']"
+
+
+def ask(page, question: str, *, timeout_ms: int = 180_000) -> str:
+    """Send ``question`` in the chat, wait for the finished answer and its sources; the answer's text."""
+    box = page.get_by_role("textbox").first
+    box.fill(question)
+    box.press("Enter")
+    page.locator(PUBMED_LINK).first.wait_for(timeout=timeout_ms)
+    page.locator("button.stop-button").first.wait_for(state="hidden", timeout=timeout_ms)  # streaming ended
+    return page.locator("[data-testid='bot']").last.inner_text()
 
 
 def main() -> None:
+    from playwright.sync_api import sync_playwright
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:7860")
     parser.add_argument("--out", default="docs/screenshot.png")
@@ -35,13 +50,7 @@ def main() -> None:
         browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": args.width, "height": args.height})
         page.goto(args.url, wait_until="load")
-        box = page.get_by_role("textbox").first
-        box.fill(args.question)
-        box.press("Enter")
-        page.locator("a[href*='pubmed.ncbi.nlm.nih.gov']").first.wait_for(timeout=180_000)
-        page.wait_for_function(  # the stop button disappears when streaming ends
-            "() => !document.querySelector('button.stop-button, button[aria-label=\"Stop\"]')", timeout=180_000
-        )
+        ask(page, args.question)
         page.screenshot(path=args.out, full_page=True)
         browser.close()
 

@@ -78,7 +78,13 @@ def not_xml(folder: Path) -> Path:
 # --- fast: no model is loaded ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module, flags", [("ingest", ["--index-dir", "--encoder"]), ("index", ["stats", "search"])])
+@pytest.mark.parametrize(
+    "module, flags",
+    [
+        ("ingest", ["--index-dir", "--encoder", "--strict", "--pubmed-updates", "--pubmed-baseline", "pubmed:QUERY"]),
+        ("index", ["stats", "search"]),
+    ],
+)
 def test_help(module, flags):
     result = run(module, "--help")
     assert result.returncode == 0, result.stderr

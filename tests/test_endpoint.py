@@ -66,7 +66,9 @@ def server() -> Iterator[Server]:
             if state.slow_chunks:
                 self._slow(state.slow_chunks)
             else:
-                self.wfile.write(COMPLETION_SSE if self.path.endswith("/completions") and "prompt" in body else CHAT_SSE)
+                self.wfile.write(
+                    COMPLETION_SSE if self.path.endswith("/completions") and "prompt" in body else CHAT_SSE
+                )
 
         def _slow(self, count: int) -> None:
             try:

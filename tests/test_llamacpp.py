@@ -29,12 +29,12 @@ def test_missing_llama_cpp_python_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     from chatbot.llamacpp import LlamaCppGenerator
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
-    with pytest.raises(GeneratorUnavailable, match="GGML_NATIVE=OFF.*requirements-llamacpp.txt"):
+    with pytest.raises(GeneratorUnavailable, match=r"GGML_NATIVE=OFF.*requirements-llamacpp\.txt"):
         LlamaCppGenerator(tmp_path / "model.gguf")
 
 
 def test_llama_cpp_backend_needs_a_gguf_file() -> None:
-    with pytest.raises(GeneratorUnavailable, match="needs a .gguf file"):
+    with pytest.raises(GeneratorUnavailable, match=r"needs a \.gguf file"):
         open_generator(Config(backend="llama.cpp", model="biomistral-7b"))
 
 

@@ -58,7 +58,10 @@ def test_unsound_rewrites_fall_back_to_the_deterministic_query(reply: str) -> No
 
 def test_fallback_puts_the_previous_topic_before_the_follow_up() -> None:
     assert fallback_query("And in children?", HISTORY) == "aspirin prevent recurrent stroke adults And in children?"
-    assert fallback_query("What about stroke in adults?", HISTORY) == "aspirin prevent recurrent What about stroke in adults?"
+    assert (
+        fallback_query("What about stroke in adults?", HISTORY)
+        == "aspirin prevent recurrent What about stroke in adults?"
+    )
 
 
 def test_standalone_question_is_searched_as_is_without_asking_the_model() -> None:

@@ -1,0 +1,114 @@
+"""Cross-encoder reranking (index/rerank.py) through the real sentence-transformers ``CrossEncoder``
+code that loads ncbi/MedCPT-Cross-Encoder, on a tiny randomly initialised BERT built here."""
+
+from __future__ import annotations
+
+import logging
+import string
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.rerank import DEFAULT_RERANKER, CrossEncoderReranker, load_reranker, reranker_id
+from index.search import RERANK_DEPTH, PubMedIndex
+from ingest import Article, Section
+from tests.conftest import HashingEncoder
+
+VOCAB = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + list(string.ascii_lowercase + string.digits + ".,;:-()%/?")
+    + ["##" + c for c in string.ascii_lowercase + string.digits]
+    + ["asthma", "budesonide", "patients", "the", "and", "of", "in", "with", "cancer", "lung", "does"]
+)
+ARTICLES = [
+    Article(str(i), title, (Section("", text),))
+    for i, (title, text) in enumerate(
+        [
+            ("Budesonide in asthma", "Inhaled budesonide reduced asthma attacks."),
+            ("Lung cancer screening", "Screening found lung cancer earlier."),
+            ("Asthma in children", "Children with asthma and the role of steroids."),
+            ("Cancer pain", "Opioids and cancer pain in patients."),
+        ],
+        start=1,
+    )
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory) -> Path:
+    """A 2-layer, 32-d BertForSequenceClassification with one output (MedCPT's shape), random weights."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("rerank") / "tiny-cross-encoder"
+    path.mkdir()
+    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    BertTokenizerFast.from_pretrained(str(path)).save_pretrained(path)
+    return path
+
+
+def reference_scores(path: Path, query: str, articles: list[Article]) -> np.ndarray:
+    """The model's logits computed with plain transformers, independently of sentence-transformers."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+    texts = [f"{a.title} {a.abstract}" for a in articles]
+    batch = tokenizer([query] * len(texts), texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits[:, 0].numpy()
+
+
+def test_setting_names_the_model():
+    assert reranker_id("off") is None and reranker_id("") is None and reranker_id(" none ") is None
+    assert reranker_id("on") == DEFAULT_RERANKER == "ncbi/MedCPT-Cross-Encoder"
+    assert reranker_id("/models/my-cross-encoder") == "/models/my-cross-encoder"
+    assert load_reranker("off") is None
+
+
+def test_unavailable_model_is_skipped_with_a_clear_message(monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with caplog.at_level(logging.WARNING):
+        assert load_reranker("on") is None
+    assert "Reranking skipped" in caplog.text and DEFAULT_RERANKER in caplog.text
+
+
+@pytest.mark.slow
+def test_rerank_orders_by_the_cross_encoders_own_scores(tiny_cross_encoder):
+    reranker = load_reranker(str(tiny_cross_encoder), max_length=128)
+    assert isinstance(reranker, CrossEncoderReranker)
+    query = "does budesonide help asthma?"
+    expected = reference_scores(tiny_cross_encoder, query, ARTICLES)
+    assert np.allclose(reranker.scores(query, ARTICLES), expected, atol=1e-4)
+    reordered = reranker.rerank(query, ARTICLES)
+    assert [a.pmid for a in reordered] == [ARTICLES[i].pmid for i in np.argsort(-expected, kind="stable")]
+    assert reranker.rerank(query, ARTICLES[:1]) == ARTICLES[:1] and reranker.rerank(query, []) == []
+
+
+@pytest.mark.slow
+def test_index_search_reranks_the_candidates_and_keeps_cosine_scores(demo_index, tiny_cross_encoder):
+    reranker = load_reranker(str(tiny_cross_encoder), max_length=128)
+    plain = PubMedIndex(demo_index, encoder=HashingEncoder())
+    reranked = PubMedIndex(demo_index, encoder=HashingEncoder(), reranker=reranker)
+    query = "asthma in patients"
+    candidates = [h.article for h in plain.search(query, k=RERANK_DEPTH)]
+    expected = reranker.rerank(query, candidates)[:5]
+    hits = reranked.search(query, k=5)
+    assert [h.pmid for h in hits] == [a.pmid for a in expected]
+    cosine = {h.pmid: h.score for h in plain.search(query, k=RERANK_DEPTH)}
+    assert all(h.score == pytest.approx(cosine[h.pmid], abs=1e-5) for h in hits)
+    assert [h.pmid for h in reranked.search(query, k=5, rerank=False)] == [h.pmid for h in plain.search(query, k=5)]

@@ -1,0 +1,189 @@
+"""Retrievers (dense, bm25, hybrid), reciprocal rank fusion, asymmetric query encoders, and the
+``--retriever`` choice end to end through ``PubMedIndex``, the Chatbot and both command lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from config import Config
+from index.encoder import MEDCPT_ARTICLE, MEDCPT_QUERY, query_partner
+from index.fusion import reciprocal_rank_fusion
+from index.hybrid import RETRIEVERS, rank
+from index.manifest import Manifest
+from index.search import PubMedIndex
+from index.storage import MANIFEST, IndexDir
+from index.writer import ingest_files
+from ingest import read_source
+from tests.conftest import HashingEncoder, ScriptedGenerator
+
+
+class QueryEncoder(HashingEncoder):
+    """A different model for queries: hashes into the same space but counts its own calls."""
+
+    name = "test/query-encoder"
+
+
+@pytest.fixture(scope="module")
+def index(demo_index: Path) -> PubMedIndex:
+    return PubMedIndex(demo_index, encoder=HashingEncoder())
+
+
+# --- fusion ---------------------------------------------------------------------------------------
+
+
+def test_rrf_scores_are_sums_of_reciprocal_ranks():
+    fused = dict(reciprocal_rank_fusion([[1, 2, 3], [3, 1]], c=60))
+    assert fused[1] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused[3] == pytest.approx(1 / 63 + 1 / 61)
+    assert fused[2] == pytest.approx(1 / 62)
+
+
+def test_rrf_prefers_agreement_and_respects_weights():
+    assert [i for i, _ in reciprocal_rank_fusion([[1, 2], [2, 3]])] == [2, 1, 3]
+    assert [i for i, _ in reciprocal_rank_fusion([[1, 2], [2, 1]], weights=[2.0, 1.0])][0] == 1
+    assert [i for i, _ in reciprocal_rank_fusion([[1, 2], [2, 1]], weights=[1.0, 2.0])][0] == 2
+    with pytest.raises(ValueError):
+        reciprocal_rank_fusion([[1]], weights=[1.0, 1.0])
+
+
+def test_rank_calls_only_what_it_needs():
+    calls: list[str] = []
+
+    def dense(n):
+        calls.append("dense")
+        return [(1, 0.9), (2, 0.8)]
+
+    def bm25(n):
+        calls.append("bm25")
+        return [(2, 7.0), (3, 5.0)]
+
+    assert rank("dense", 2, dense=dense, bm25=bm25) == [1, 2] and calls == ["dense"]
+    assert rank("bm25", 2, dense=dense, bm25=bm25) == [2, 3] and calls == ["dense", "bm25"]
+    assert rank("hybrid", 3, dense=dense, bm25=bm25)[0] == 2  # found by both
+    with pytest.raises(ValueError, match="unknown retriever"):
+        rank("sparse", 2, dense=dense, bm25=bm25)
+
+
+# --- retrievers on the demo index -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retriever", RETRIEVERS)
+def test_every_retriever_scores_hits_by_cosine(index, retriever):
+    query = "risk factors for severe disease in patients"
+    hits = index.search(query, k=8, retriever=retriever)
+    assert len(hits) == 8 and len({h.pmid for h in hits}) == 8
+    assert [h.rank for h in hits] == list(range(1, 9))
+    vector = HashingEncoder().encode([query])[0]
+    for hit in hits:
+        assert hit.score == pytest.approx(float(HashingEncoder().encode([hit.article.text])[0] @ vector), abs=1e-5)
+
+
+def test_dense_order_is_descending_cosine(index):
+    scores = [h.score for h in index.search("cancer treatment outcomes", k=10, retriever="dense")]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_hybrid_is_the_default_and_fuses_both(index):
+    query = "inflammation in elderly patients after surgery"
+    dense = [h.pmid for h in index.search(query, k=100, retriever="dense")]
+    bm25 = [h.pmid for h in index.search(query, k=100, retriever="bm25")]
+    hybrid = [h.pmid for h in index.search(query, k=10)]
+    assert index.retriever == "hybrid"
+    expected = [str(p) for p, _ in reciprocal_rank_fusion([list(map(int, dense)), list(map(int, bm25))])][:10]
+    assert hybrid == expected
+
+
+def test_retriever_is_validated_at_open(demo_index):
+    with pytest.raises(ValueError, match="unknown retriever"):
+        PubMedIndex(demo_index, encoder=HashingEncoder(), retriever="magic")
+
+
+def test_stats_names_retriever_and_query_encoder(index):
+    stats = index.stats()
+    assert stats["retriever"] == "hybrid" and stats["bm25"] is True
+    assert stats["query_encoder"] == HashingEncoder.name and stats["documents"] == 150
+
+
+# --- asymmetric encoders ----------------------------------------------------------------------------
+
+
+def test_query_partner():
+    assert query_partner(MEDCPT_ARTICLE) == MEDCPT_QUERY
+    assert query_partner("any/model") == "" and query_partner("any/model", "other/query") == "other/query"
+    assert query_partner("same/model", "same/model") == ""
+
+
+@pytest.fixture
+def asymmetric_index(tmp_path, demo_subset) -> Path:
+    config = Config(index_dir=tmp_path / "index", encoder=HashingEncoder.name, query_encoder=QueryEncoder.name)
+    ingest_files([demo_subset], config, read=read_source, encoder=HashingEncoder(), progress=False)
+    return config.index_dir
+
+
+def test_manifest_records_the_query_encoder_and_queries_use_it(asymmetric_index):
+    manifest = Manifest.load(IndexDir(asymmetric_index).require_current() / MANIFEST)
+    assert (manifest.encoder, manifest.query_encoder) == (HashingEncoder.name, QueryEncoder.name)
+    articles, queries = HashingEncoder(), QueryEncoder()
+    index = PubMedIndex(asymmetric_index, encoder=articles, query_encoder=queries)
+    title = next(index.store.iter_articles()).title
+    assert index.search(title, k=1)[0].article.title == title
+    assert queries.calls == 1 and articles.calls == 0  # the article encoder never sees the query
+    assert index.stats()["query_encoder"] == QueryEncoder.name
+
+
+def test_wrong_query_encoder_is_refused(asymmetric_index):
+    with pytest.raises(ValueError, match="embeds queries with test/query-encoder"):
+        PubMedIndex(asymmetric_index, encoder=HashingEncoder(), query_encoder=HashingEncoder())
+
+
+def test_changing_the_query_encoder_of_an_index_is_refused(asymmetric_index, tmp_path):
+    source = tmp_path / "more.jsonl"
+    source.write_text(json.dumps({"pmid": "1", "title": "New", "abstract": "Text."}) + "\n")
+    before = sorted(p.name for p in asymmetric_index.iterdir())
+    config = Config(index_dir=asymmetric_index, encoder=HashingEncoder.name, query_encoder="other/query")
+    with pytest.raises(ValueError, match="embeds queries with"):
+        ingest_files([source], config, read=read_source, encoder=HashingEncoder(), progress=False)
+    assert sorted(p.name for p in asymmetric_index.iterdir()) == before  # nothing committed
+
+
+def test_symmetric_index_has_no_query_encoder(demo_index):
+    assert Manifest.load(IndexDir(demo_index).require_current() / MANIFEST).query_encoder == ""
+
+
+# --- end to end: Chatbot and command lines ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("retriever", RETRIEVERS)
+def test_chatbot_ask_cli_uses_the_chosen_retriever(index, retriever, monkeypatch, capsys):
+    from chatbot.__main__ import main
+
+    monkeypatch.setattr("index.search.load_encoder", lambda *a, **k: HashingEncoder())
+    monkeypatch.setattr("chatbot.generate.open_generator", lambda config: ScriptedGenerator("Yes [1]."))
+    question = "treatment of patients with cancer"
+    args = ["ask", question, "--index-dir", str(index.index_dir), "--json", "--retriever", retriever]
+    assert main([*args, "--min-score", "0", "--top-k", "4"]) == 0
+    sources = [s["pmid"] for s in json.loads(capsys.readouterr().out)["sources"]]
+    assert sources == [h.pmid for h in index.search(question, k=4, retriever=retriever)]
+
+
+def test_retriever_from_environment_reaches_the_index(index, monkeypatch, capsys):
+    from index.__main__ import main
+
+    monkeypatch.setattr("index.search.load_encoder", lambda *a, **k: HashingEncoder())
+    monkeypatch.setenv("PUBMED_RAG_RETRIEVER", "bm25")
+    assert main(["stats", "--index-dir", str(index.index_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["retriever"] == "bm25"
+    assert main(["search", "cancer", "--index-dir", str(index.index_dir), "--json", "-k", "3"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["pmid"] for h in hits] == [h.pmid for h in index.search("cancer", k=3, retriever="bm25")]
+    assert set(hits[0]) == {"pmid", "score", "title", "year"}
+
+
+def test_vectors_of_hits_are_read_back_exactly(index):
+    pmids = np.array([int(a.pmid) for a in list(index.store.iter_articles())[:3]])
+    vectors = index.vectors.vectors(pmids)
+    assert vectors.shape == (3, 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
