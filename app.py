@@ -21,7 +21,7 @@ from chatbot.prompts import DISCLAIMER
 from cli import run_cli, setup_logging
 from config import REPO_ROOT, Config, add_config_flags
 from webui.passages import matched_passages
-from webui.render import render_answer, render_sources, render_status
+from webui.render import plain_text, render_answer, render_sources, render_status
 from webui.service import ChatService, ChatSettings
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def respond(
         yield "Please type a question.", ""
         return
     settings = settings or ChatSettings()
-    if not service.models.is_loaded(settings.model):
+    if settings.model in service.models.names and not service.models.is_loaded(settings.model):
         yield f"_Loading the model {html.escape(settings.model)} (first use, may take a minute)…_", ""
     try:
         bot = service.chatbot(settings)
@@ -94,8 +94,6 @@ def respond(
 
 def history_pairs(history: Sequence[Mapping]) -> list[tuple[str, str]]:
     """Gradio's message list as (user, assistant) pairs of the plain text the model wrote."""
-    from webui.render import plain_text
-
     pairs, user = [], None
     for message in history:
         text = _text(message.get("content"))
@@ -238,13 +236,19 @@ def ensure_index(config: Config) -> None:
 
 
 def open_service(config: Config) -> ChatService:
-    """The live index and the configured generator, shared by every session."""
-    from chatbot.generate import open_generator
+    """The live index and the configured generator, shared by every session.
+
+    ``open_chatbot`` decides how the index is opened (retriever, reranker) and which generator
+    loads, exactly as for ``python -m chatbot``; the app only shares them.
+    """
+    from chatbot.chat import open_chatbot
     from index.search import PubMedIndex
     from webui.models import Models
 
-    index = PubMedIndex(config.index_dir, max_seq_length=config.max_seq_length)
-    return ChatService(index, Models(open_generator(config), config), config)
+    bot = open_chatbot(config)
+    if not isinstance(bot.retriever, PubMedIndex):
+        raise TypeError(f"the app needs a PubMedIndex to search, not {type(bot.retriever).__name__}")
+    return ChatService(bot.retriever, Models(bot.generator, config), config)
 
 
 def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -200,6 +200,10 @@ def run_quality(args: argparse.Namespace) -> dict[str, object]:
         "index_s": index_s,
         "seconds_per_answer": answer_s / max(len(items), 1),
         **quality_metrics(items, answers),
+        "answers": [  # to see where each verdict came from
+            {"pmid": str(i["pmid"]), "gold": i["final_decision"], "verdict": a.verdict, "answer": a.text}
+            for i, a in zip(items, answers, strict=True)
+        ],
     }
 
 

@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     check_loopback(url)
     try:
         wait_ready(url, process)
+        load_before = os.getloadavg()  # other work on the machine skews every timing: record it
         result = measure(url, args.users, args.rounds)
+        result["load_average"] = {"before": load_before, "after": os.getloadavg()}
     finally:
         if process is not None:
             process.terminate()
@@ -246,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     result.update(machine=info, app_args=args.app_arg, max_chats=args.max_chats)
     path = write_result(args.out, "load_test", result)
-    print(f"{machine_line(info)}\n\n{report(result)}\n\nResult: {path}")
+    load = result["load_average"]
+    print(f"{machine_line(info)}; 1-min load average {load['before'][0]:.1f} before, {load['after'][0]:.1f} after")
+    print(f"\n{report(result)}\n\nResult: {path}")
     return 1 if result["single"]["errors"] or result["concurrent"]["errors"] else 0
 
 

@@ -19,8 +19,8 @@ from index.search import Hit
 
 Messages = list[dict[str, str]]
 
-DEFAULT_CONTEXT = 4096  # for a generator that does not say (a test fake, say)
-CHARS_PER_TOKEN = 3.0  # estimate when no tokenizer is at hand: errs towards fewer sources
+DEFAULT_CONTEXT = 4096  # for a generator, preset and configuration that all leave it open
+CHARS_PER_TOKEN = 3.0  # estimate without a tokenizer: English averages ~4, medical terms split finer
 MESSAGE_OVERHEAD = 8  # tokens of role markers around each message in a chat template
 MIN_EXCERPT_WORDS = 40  # a shorter excerpt says too little to be worth citing
 ELLIPSIS = " …"

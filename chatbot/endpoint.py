@@ -20,12 +20,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 
+from chatbot.context import CHARS_PER_TOKEN, DEFAULT_CONTEXT
 from chatbot.formats import CHAT_TEMPLATE, FORMATS, merge_system, trim_stream
 from chatbot.generate import GeneratorUnavailable
 from chatbot.presets import GENERIC, ModelPreset
 
-DEFAULT_CONTEXT = 4096  # when neither the preset nor --context-window says
-CHARS_PER_TOKEN = 3.0  # English averages ~4 characters a token; 3 leaves room for medical terms
 TIMEOUT_S = 120.0  # per socket read: a big model's first token can take a while
 
 

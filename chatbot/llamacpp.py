@@ -15,11 +15,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from chatbot.context import DEFAULT_CONTEXT
 from chatbot.formats import merge_system
 from chatbot.generate import GeneratorUnavailable, completion_format
 from chatbot.presets import GENERIC, ModelPreset
 
-DEFAULT_CONTEXT = 4096  # for a model whose preset does not say
 MAX_CONTEXT = 16384  # the KV cache is allocated up front: a 128k window would take tens of GB
 INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install -r requirements-llamacpp.txt'
 

@@ -36,7 +36,7 @@ def is_yes_no_question(question: str) -> bool:
 
 
 def extract_verdict(question: str, answer: str) -> str | None:
-    """ "yes", "no" or "maybe"; None when neither the answer nor the question is yes/no shaped."""
+    """The verdict, "yes", "no" or "maybe"; None when neither answer nor question is yes/no shaped."""
     leading = _LEADING.match(answer)
     if leading:
         word = leading.group(1).lower()

@@ -6,8 +6,8 @@ Needs Playwright (pip) and a Chromium binary (Debian: apt-get install chromium):
     python scripts/screenshot.py --url http://127.0.0.1:7860 --out docs/screenshot.png
     python scripts/screenshot.py --width 390 --height 844 --out docs/screenshot-mobile.png
 
-``ask`` is shared with tests/test_browser.py: it types a question and waits until the answer has
-finished streaming and the sources panel holds PubMed links.
+``ask`` and ``wait_for_answer`` are shared with tests/test_browser.py: they wait until the answer
+has finished streaming and the sources panel holds PubMed links.
 """
 
 from __future__ import annotations
@@ -26,12 +26,19 @@ PUBMED_LINK = "#sources a[href*='pubmed.ncbi.nlm.nih.gov']"
 
 
 def ask(page, question: str, *, timeout_ms: int = 180_000) -> str:
-    """Send ``question`` in the chat, wait for the finished answer and its sources; the answer's text."""
+    """Send ``question`` in the chat and wait for the finished answer and its sources; the answer's text."""
     box = page.get_by_role("textbox").first
     box.fill(question)
     box.press("Enter")
-    page.locator(PUBMED_LINK).first.wait_for(timeout=timeout_ms)
-    page.locator("button.stop-button").first.wait_for(state="hidden", timeout=timeout_ms)  # streaming ended
+    return wait_for_answer(page, timeout_ms=timeout_ms)
+
+
+def wait_for_answer(page, *, timeout_ms: int = 180_000) -> str:
+    """After a question is sent (or Retry pressed): the stop button comes and goes, then sources show."""
+    stop = page.locator("button.stop-button").first
+    stop.wait_for(state="visible", timeout=30_000)  # the app took the question
+    stop.wait_for(state="hidden", timeout=timeout_ms)  # the answer has finished streaming
+    page.locator(PUBMED_LINK).first.wait_for(timeout=30_000)
     return page.locator("[data-testid='bot']").last.inner_text()
 
 

@@ -7,13 +7,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import threading
-import time
-import urllib.parse
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,59 +17,13 @@ from config import Config
 from index.writer import ingest_files
 from ingest import SourceError, read_source
 from ingest.eutils import ESEARCH_LIMIT, EUtils, download_query, query_folder
-from ingest.http import HttpClient
 from ingest.ncbi_files import ingested_names, new_files
 from tests.conftest import HashingEncoder
+from tests.local_server import Answer, Server, fast_client, local_server  # noqa: F401 (the server fixture)
 from tests.test_ingest_failures import run_ingest
 
 DATA = Path(__file__).parent / "data"
 EFETCH_FILES = [DATA / "pubmed-29768149.xml", DATA / "pubmed1.xml", DATA / "pubmed2.xml", DATA / "pubmed4.xml"]
-Answer = tuple[int, bytes, dict[str, str]]
-
-
-class Server:
-    """Routes a path to a function of the query parameters; records every request."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Callable[[dict[str, str]], Answer]] = {}
-        self.requests: list[tuple[float, str, dict[str, str]]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = urllib.parse.urlsplit(self.path)
-                params = dict(urllib.parse.parse_qsl(parts.query))
-                server.requests.append((time.monotonic(), parts.path, params))
-                route = server.routes.get(parts.path)
-                status, body, headers = route(params) if route else (404, b"not found", {})
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def paths(self, path: str) -> list[dict[str, str]]:
-        return [params for _, p, params in self.requests if p == path]
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    server = Server()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
-
-
-def fast_client(rate: float = 1000.0) -> HttpClient:
-    return HttpClient(rate=rate, retries=3, backoff_s=0.01, timeout_s=5)
 
 
 @pytest.fixture
@@ -182,52 +131,6 @@ def test_efetch_answer_that_is_not_pubmed_xml_fails(server, config):
     )
     with pytest.raises(SourceError, match="Unable to obtain query #1"):
         download_query("asthma", config, fast_client())
-
-
-# --- the HTTP client ------------------------------------------------------------------------------
-
-
-def test_retries_429_and_5xx_with_backoff_then_succeeds(server):
-    answers = iter(
-        [(429, b"slow down", {"Retry-After": "0"}), (503, b"busy", {}), (500, b"oops", {}), (200, b"ok", {})]
-    )
-    server.routes["/x"] = lambda p: next(answers)
-    client = fast_client()
-    assert client.get(server.url + "x") == b"ok"
-    assert len(server.paths("/x")) == 4 and client.requests == 4
-    times = [t for t, path, _ in server.requests]
-    assert times[2] - times[1] >= 0.01 and times[3] - times[2] >= 0.02  # exponential backoff
-
-
-def test_gives_up_after_retries_with_an_error_naming_the_url_without_the_key(server):
-    server.routes["/x"] = lambda p: (503, b"busy", {})
-    with pytest.raises(SourceError, match="HTTP 503") as info:
-        fast_client().get(server.url + "x", {"term": "a", "api_key": "SECRET"})
-    assert "SECRET" not in str(info.value) and "/x?" in str(info.value)
-    assert len(server.paths("/x")) == 4
-
-
-def test_client_errors_are_not_retried(server):
-    server.routes["/x"] = lambda p: (400, b"bad request", {})
-    with pytest.raises(SourceError, match="HTTP 400"):
-        fast_client().get(server.url + "x")
-    assert len(server.paths("/x")) == 1
-
-
-def test_unreachable_server_is_a_source_error():
-    client = HttpClient(rate=1000, retries=1, backoff_s=0.01, timeout_s=2)
-    with pytest.raises(SourceError, match="cannot connect"):
-        client.get("http://127.0.0.1:9/nothing")  # the discard port: nothing listens
-
-
-@pytest.mark.parametrize("rate", [3.0, 10.0])
-def test_requests_per_second_stay_under_the_rate(server, rate):
-    server.routes["/x"] = lambda p: (200, b"ok", {})
-    client = HttpClient(rate=rate, retries=0)
-    for _ in range(4):
-        client.get(server.url + "x")
-    times = [t for t, _, _ in server.requests]
-    assert times[-1] - times[0] >= 3 / rate * 0.95  # 4 requests: at least 3 intervals
 
 
 def test_eutils_rate_depends_on_the_api_key(config):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -258,3 +259,31 @@ def test_on_gpu_leaves_the_function_alone_without_spaces() -> None:
         assert deploy.zero_gpu() is False
     else:  # on a Space: wrapped by spaces.GPU, still callable the same way
         assert deploy.on_gpu(chat)("hi") == "hi"
+
+
+def test_llama_cpp_models_stream_one_at_a_time() -> None:
+    class Counting(ScriptedGenerator):
+        context_window = 4096
+        running = peak = 0
+
+        def stream(self, messages, **kwargs):
+            Counting.running += 1
+            Counting.peak = max(Counting.peak, Counting.running)
+            try:
+                yield from super().stream(messages, **kwargs)
+            finally:
+                Counting.running -= 1
+
+    shared = Models(Counting("a b c"), Config(backend="llama.cpp")).get()
+    assert shared.context_window == 4096 and shared.name == ScriptedGenerator.name  # still looks the same
+    first = shared.stream([])
+    next(first)
+    results: list[str] = []
+    second = threading.Thread(target=lambda: results.append("".join(shared.stream([]))))
+    second.start()
+    second.join(timeout=0.5)
+    assert second.is_alive() and Counting.peak == 1  # waits while the first stream is open
+    first.close()  # Stop on the first chat lets the second go
+    second.join(timeout=10)
+    assert results == ["a b c"] and Counting.peak == 1
+    assert Models(Counting("x"), Config()).get().__class__ is Counting  # transformers: shared freely

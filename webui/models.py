@@ -4,12 +4,16 @@ Which models a deployment offers is the deployer's choice (``PUBMED_RAG_MODELS``
 visitor's: every model listed can end up in memory at once, because a model is loaded on its
 first use and then kept (switching back and forth must not reload weights each time). Loading
 happens under a lock, so two sessions asking for a new model at once load it once.
+
+Gradio answers several chats at once, each in its own thread. A transformers model can generate
+for several threads at the same time; a llama.cpp ``Llama`` object cannot (it holds one context),
+so with ``--backend llama.cpp`` every model is wrapped in ``OneAtATime``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 from chatbot.generate import Generator, open_generator
@@ -31,12 +35,28 @@ def config_for(option: str, config: Config) -> Config:
     return replace(config, model="", generator=option)
 
 
+class OneAtATime:
+    """A generator whose streams run one after another (the others wait), for backends that cannot share."""
+
+    def __init__(self, inner: Generator) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> object:  # context_window, count_tokens, ...: the inner generator's
+        return getattr(self.inner, name)
+
+    def stream(self, messages: Sequence[dict[str, str]], **options: object) -> Iterator[str]:
+        with self._lock:  # released when the stream ends or is closed (Stop)
+            yield from self.inner.stream(messages, **options)
+
+
 class Models:
     def __init__(self, default: Generator, config: Config, *, opener: Opener = open_generator) -> None:
         self.default = default.name
         self.config = config
         self._opener = opener
-        self._loaded: dict[str, Generator] = {default.name: default}
+        self._loaded: dict[str, Generator] = {default.name: self._shareable(default)}
         self._names = list(dict.fromkeys([default.name, *model_options(config)]))
         self._lock = threading.Lock()
 
@@ -56,8 +76,11 @@ class Models:
             raise ValueError(f"model {name!r} is not offered here; choose one of: {', '.join(self._names)}")
         with self._lock:
             if name not in self._loaded:  # another session may have loaded it while this one waited
-                self._loaded[name] = self._opener(config_for(name, self.config))
+                self._loaded[name] = self._shareable(self._opener(config_for(name, self.config)))
         return self._loaded[name]
+
+    def _shareable(self, generator: Generator) -> Generator:
+        return OneAtATime(generator) if self.config.backend == "llama.cpp" else generator
 
     def preload(self) -> None:
         """Load every offered model now (ZeroGPU: weights must be placed before any GPU call)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from chatbot.answer import Answer
 from chatbot.prompts import REFERENCES_HEADING
@@ -172,7 +172,7 @@ def render_status(stats: Mapping[str, object], model: str, *, fallback_note: str
 
 def _when(iso: str) -> str:
     try:
-        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC")
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     except ValueError:
         return "unknown"
 

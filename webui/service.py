@@ -18,6 +18,7 @@ from index.filters import Filters
 from index.hybrid import RETRIEVERS, check_retriever
 from index.search import Hit, PubMedIndex
 from webui.models import Models
+from webui.render import RETRACTED
 
 # The menu's names for index/hybrid.py's retrievers ("" = the index's default).
 RETRIEVER_LABELS = {
@@ -36,7 +37,6 @@ STUDY_TYPES = (
     "Case Reports",
     "Practice Guideline",
 )
-RETRACTED = "Retracted Publication"
 YEAR_MIN = 1900  # slider floor: "from 1900" means no lower bound
 TOP_K_MAX = 20  # more sources than this no longer fit a small model's context window
 
