@@ -269,14 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         from webui.deploy import ingest_enabled, parse_auth, zero_gpu
         from webui.service import answerable_examples
 
-        parse_auth(config.auth)  # a malformed login setting fails before minutes of loading
+        parse_auth(config.auth)  # malformed settings fail before minutes of loading
+        ingest = ingest_enabled(config)
         on_zero_gpu = zero_gpu()  # imports `spaces` before torch, as ZeroGPU requires
         ensure_index(config)
         service = open_service(config)
         if on_zero_gpu:
             service.models.preload()
         examples = answerable_examples(service.index, EXAMPLES, config.min_score)
-        ui = build_ui(service, examples=examples, ingest=ingest_enabled(config))
+        ui = build_ui(service, examples=examples, ingest=ingest)
         ui.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1).launch(**launch_options(config))
         return 0
 

@@ -24,6 +24,7 @@ Run from the repository root (about 20 minutes on 2 cores, 5 GB of memory)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import tempfile
 import time
@@ -40,6 +41,7 @@ from index.vectors import VectorIndex
 DIM = 384
 QUERIES = 1000
 TIMED = 200  # of them timed one by one (flat search at 1M costs ~20-40 ms each)
+THREADS = 1  # FAISS threads per timed query (--threads)
 K = 10
 
 
@@ -73,8 +75,16 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def measure(name: str, search, queries, truth, *, build_s: float, size: int, n: int, note: str) -> dict[str, object]:
-    found = np.stack([search(q[None]) for q in queries])
-    wall, cpu = latencies(search, queries[:TIMED])
+    """Recall over every query, latency over the first ``TIMED`` searched one by one on ``THREADS``."""
+    import faiss
+
+    found = truth if name.startswith("flat") else np.stack([search(q[None]) for q in queries])
+    cores = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(THREADS)
+    try:
+        wall, cpu = latencies(search, queries[:TIMED])
+    finally:
+        faiss.omp_set_num_threads(cores)  # builds and batch searches use every core
     return {
         "index": name,
         "build_s": build_s,
@@ -89,20 +99,21 @@ def measure(name: str, search, queries, truth, *, build_s: float, size: int, n: 
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    import faiss
-
-    faiss.omp_set_num_threads(args.threads)
-    vectors, gen_s = timed(
-        lambda: clustered_vectors(args.n, clusters=args.clusters, spread=args.spread, seed=0, uniform=args.uniform)
-    )
-    queries = _queries(args)
+    if args.real_cache:
+        real_docs, queries = real_vectors(args.real_cache)
+        vectors, gen_s = timed(lambda: mixed_real(real_docs, args.n, seed=0))
+    else:
+        vectors, gen_s = timed(
+            lambda: clustered_vectors(args.n, clusters=args.clusters, spread=args.spread, seed=0, uniform=args.uniform)
+        )
+        queries = _queries(args)
     ids = np.arange(1, args.n + 1, dtype=np.int64) * 7  # PMID-like ids, not row numbers
     flat = VectorIndex.create(DIM)
     start = time.perf_counter()
     flat.add(ids, vectors)
     flat_s = time.perf_counter() - start
     del vectors  # the flat index holds its own copy
-    truth = np.concatenate([flat.search(queries[i : i + 100], K)[1] for i in range(0, QUERIES, 100)])
+    truth = np.concatenate([flat.search(queries[i : i + 100], K)[1] for i in range(0, len(queries), 100)])
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ann-") as tmp:
         flat.save(Path(tmp) / "vectors.faiss")
@@ -124,9 +135,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "n": args.n,
             "threads": args.threads,
             "dim": DIM,
-            "queries": QUERIES,
+            "queries": len(queries),
             "k": K,
-            "vectors": "uniform" if args.uniform else "clustered",
+            "vectors": "real MiniLM mixed" if args.real_cache else "uniform" if args.uniform else "clustered",
             "clusters": args.clusters,
             "spread": args.spread,
             "generate_s": gen_s,
@@ -141,6 +152,36 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "rows": rows,
         "machine": machine_info(),
     }
+
+
+def real_vectors(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The packaged MiniLM's vectors of the evaluation corpora's 6,705 abstracts and of the 792
+    PubMedQA + BioASQ dev questions, from ``python -m benchmarks.retrieval --embedding-cache``."""
+    from benchmarks.retrieval import DISTRACTOR_FILE, load_bioasq, load_distractors, load_pubmedqa
+    from index.encoder import MINILM_ID
+    from index.vector_cache import VectorCache
+
+    questions, pubmedqa = load_pubmedqa(None)
+    bioasq_questions, bioasq = load_bioasq(None)
+    distractors, _ = load_distractors(DISTRACTOR_FILE, 5000, {d.pmid for d in pubmedqa + bioasq})
+    store = VectorCache(cache, f"{MINILM_ID}|benchmark")  # the identity CachedEncoder writes
+    digest = lambda text: hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]  # noqa: E731
+    docs = store.get([digest(a.text) for a in pubmedqa + bioasq + distractors], DIM)
+    return docs, store.get([digest(q.text) for q in questions + bioasq_questions], DIM)
+
+
+def mixed_real(real: np.ndarray, n: int, *, seed: int) -> np.ndarray:
+    """``n`` vectors spread over the real embeddings' own directions: each is a random mix of two
+    real abstracts (the first weighted 0.5-1) plus 0.2 x the difference of two more, renormalised."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, DIM), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        first, second, plus, minus = (rng.integers(0, len(real), m) for _ in range(4))
+        a = rng.uniform(0.5, 1.0, (m, 1)).astype(np.float32)
+        block = a * real[first] + (1 - a) * real[second] + 0.2 * (real[plus] - real[minus])
+        out[start : start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
 
 
 def _queries(args: argparse.Namespace) -> np.ndarray:
@@ -234,6 +275,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clusters", type=int, default=4096, help="topic centres (default: 4096)")
     parser.add_argument("--spread", type=float, default=1.7, help="noise around a centre (default: 1.7)")
     parser.add_argument("--uniform", action="store_true", help="uniform random unit vectors (PQ's worst case)")
+    parser.add_argument(
+        "--real-cache",
+        type=Path,
+        default=None,
+        help="vectors from real MiniLM embeddings, read from benchmarks.retrieval's --embedding-cache file",
+    )
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads per query (default: 1)")
     parser.add_argument("--kinds", nargs="+", default=["hnsw", "ivfpq"], choices=["hnsw", "ivfpq"])
     parser.add_argument("--out", type=Path, default=None, help="JSON result (default: benchmarks/results/...)")
@@ -241,10 +288,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    global THREADS
     args = parse_args(argv)
+    THREADS = args.threads
     logging.basicConfig(level=logging.WARNING)
     result = run(args)
-    path = write_result(args.out, "ann_scale" + ("_uniform" if args.uniform else ""), result)
+    kind = "_real" if args.real_cache else "_uniform" if args.uniform else ""
+    path = write_result(args.out, "ann_scale" + kind, result)
     print(table(result))
     machine = result["machine"]
     assert isinstance(machine, dict)

@@ -295,12 +295,15 @@ def table(result: dict[str, object]) -> str:
 def summary(result: dict[str, object]) -> str:
     s, i, machine = result["settings"], result["ingest"], result["machine"]
     assert isinstance(s, dict) and isinstance(i, dict) and isinstance(machine, dict)
+    chunks = i["llama_index_chunks"]
+    llama = f", and the llama-index IngestionPipeline ({chunks} chunks)" if chunks else ""
     return (
         f"{s['source']}: first {s['records']} records, {s['abstracts']} abstracts ({s['windows']} encoder "
         f"windows); {s['encoder']}, batch {s['batch_size']}; {s['queries']} queries ({s['query_source']}), "
         f"k={s['k']}.\n"
-        "Baselines: ingest = encoder.encode on the same texts (same windows), and the llama-index "
-        f"IngestionPipeline ({i['llama_index_chunks']} chunks); no-op = the first ingest; query latency = "
+        "Baselines: ingest = encoder.encode on the same texts (same windows)"
+        + llama
+        + "; no-op = the first ingest; query latency = "
         "query encoding + numpy brute force; vector search = numpy brute force on the same vectors "
         f"(same top-{s['k']} as FAISS for {result['faiss_and_numpy_same_top_k']:.0%} of queries).\n"
         f"Encoder load {i['encoder_load_s']:.1f} s (not in the figures).\n"

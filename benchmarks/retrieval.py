@@ -3,11 +3,11 @@
 What is measured: recall@1/5/10 and MRR@10 on the PubMedQA dev questions (or, with ``--bioasq``,
 the BioASQ 7b/8b yes/no questions) of each retriever the project offers, all through the real
 code path (``index.writer.ingest_files`` builds the index, BM25 included; ``PubMedIndex.search``
-answers; ``chatbot.eval.evaluate`` scores): ``dense`` (packaged all-MiniLM-L6-v2, flat inner
-product), ``bm25`` (bm25s, English stopwords, Snowball stemming) and ``hybrid`` (both fused by
-weighted reciprocal rank, the default), plus the standalone bm25s baseline (unstemmed with
-``--no-stem``). Each retriever is reported as a ratio to the BM25 baseline and its gap to both
-single retrievers in points, since the default must beat each of them.
+answers): ``dense`` (packaged all-MiniLM-L6-v2, flat inner product), ``bm25`` (bm25s, English
+stopwords, Snowball stemming), ``hybrid`` (both fused by weighted z-scores, the default) and
+``rrf`` (both fused by reciprocal rank), plus the standalone bm25s baseline of the first version
+of this script (unstemmed with ``--no-stem``). Each retriever's gap to the better of ``dense``
+and ``bm25`` is reported in points, since the default must beat each of them.
 
 Corpus (as ``../shared/README.md`` describes): every evaluation document, without a title, plus the
 first ``--distractors`` abstracts of ``pubmed21n1298.xml.gz`` in file order (title + abstract, records
@@ -28,7 +28,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import tempfile
@@ -36,16 +35,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from benchmarks._cached_encoder import minilm
 from benchmarks._common import SHARED, machine_info, machine_line, markdown_table, ratio, timed, write_result
 from config import Config
-from index.chunking import long_text_encoder
-from index.encoder import MINILM_ID, Encoder, load_encoder, packaged_minilm_path
-from index.fusion import RRF_C
-from index.hybrid import BM25_WEIGHT, CANDIDATES, DENSE_WEIGHT, RETRIEVERS
+from index import hybrid
+from index.encoder import MINILM_ID, Encoder, packaged_minilm_path
+from index.hybrid import ACCEPTED, CANDIDATES, DENSE_WEIGHT
 from index.search import PubMedIndex
-from index.vector_cache import VectorCache
 from index.writer import ingest_files
 from ingest.records import Article, Event, Section
 from ingest.sources import read_source
@@ -122,24 +118,6 @@ def read_corpus(path: Path) -> Iterator[Event]:
 # --- retrievers -------------------------------------------------------------------------------------
 
 
-class CachedEncoder:
-    """``inner``'s vectors, kept by text hash in a ``VectorCache`` file so a rerun embeds nothing twice."""
-
-    def __init__(self, inner: Encoder, path: Path) -> None:
-        self.inner, self.name, self.dim = inner, inner.name, inner.dim
-        self.cache = VectorCache(path, f"{inner.name}|benchmark")
-        self.encoded = 0  # texts actually sent to the model
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        hashes = [hashlib.sha256(t.encode("utf-8")).hexdigest()[:32] for t in texts]
-        missing = list(dict.fromkeys(h for h in hashes if not self.cache.has_all([h])))
-        if missing:
-            text_of = dict(zip(hashes, texts, strict=True))
-            self.cache.put(missing, self.inner.encode([text_of[h] for h in missing]))
-            self.encoded += len(missing)
-        return self.cache.get(hashes, self.dim)
-
-
 def build_index(corpus: Path, index_dir: Path, encoder: Encoder) -> None:
     """The project's own ingest: vectors, metadata, manifest and BM25 in one generation."""
     config = Config(index_dir=index_dir, encoder=MINILM_ID)
@@ -154,7 +132,9 @@ def bm25_rankings(articles: Sequence[Article], questions: Sequence[Question], st
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
-    stemmer = _stemmer() if stem else None
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english") if stem else None
     retriever = bm25s.BM25()
     corpus_tokens = bm25s.tokenize([a.text for a in articles], stopwords="en", stemmer=stemmer, show_progress=False)
     retriever.index(corpus_tokens, show_progress=False)
@@ -167,12 +147,6 @@ def bm25_rankings(articles: Sequence[Article], questions: Sequence[Question], st
 
 def bm25_name(stem: bool) -> str:
     return "bm25s BM25 (lucene), English stopwords, " + ("Snowball stemming" if stem else "no stemming")
-
-
-def _stemmer():
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
 
 
 # --- metrics ----------------------------------------------------------------------------------------
@@ -202,7 +176,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     distractors, collisions = load_distractors(args.distractor_file, args.distractors, {d.pmid for d in docs})
     articles = docs + distractors
     config = Config()
-    encoder, load_s = timed(lambda: _encoder(config, args.embedding_cache))
+    encoder, load_s = timed(lambda: minilm(config, args.embedding_cache))
     found: dict[str, list[list[str]]] = {}
     seconds: dict[str, float] = {"encoder_load": load_s}
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
@@ -210,8 +184,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         write_corpus(articles, corpus)
         _, seconds["ingest"] = timed(lambda: build_index(corpus, index_dir, encoder))
         index = PubMedIndex(index_dir, encoder=encoder)
-        for name in RETRIEVERS:
+        for name in ACCEPTED:
             found[name], seconds[f"{name}_queries"] = timed(lambda name=name: rankings(index, name, questions))
+        sweep = {w: metrics(weighted(index, w, questions), questions) for w in args.sweep}
     baseline, seconds["bm25s_baseline"] = timed(lambda: bm25_rankings(articles, questions, stem=not args.no_stem))
     scores = {name: metrics(ranked, questions) for name, ranked in found.items()}
     base = metrics(baseline, questions)
@@ -227,13 +202,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "corpus": len(articles),
             "k": K,
             "encoder": f"{MINILM_ID} (packaged), max_seq_length {config.max_seq_length}, long abstracts pooled",
-            "hybrid": f"weighted RRF c={RRF_C}, dense {DENSE_WEIGHT} / bm25 {BM25_WEIGHT}, top {CANDIDATES} of each",
+            "hybrid": f"z-score fusion of the top {CANDIDATES} of each, dense weight {DENSE_WEIGHT}",
+            "rrf": f"reciprocal rank fusion, c=60, equal weights, top {CANDIDATES} of each",
             "baseline": bm25_name(stem=not args.no_stem),
             "embedding_cache": str(args.embedding_cache) if args.embedding_cache else None,
             "texts_embedded_this_run": getattr(encoder, "encoded", None),
         },
         "retrievers": scores,
         "bm25s_baseline": base,
+        "hybrid_dense_weight_sweep": {str(w): m for w, m in sweep.items()},
+        "either_single_right_at_1": _either_first(found["dense"], found["bm25"], questions),
         "ratio_vs_bm25s_baseline": {n: {m: ratio(v, base[m]) for m, v in s.items()} for n, s in scores.items()},
         "points_vs_best_single": {
             n: {m: round(100 * (v - max(scores["dense"][m], scores["bm25"][m])), 1) for m, v in s.items()}
@@ -244,11 +222,22 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _encoder(config: Config, cache: Path | None) -> Encoder:
-    encoder = long_text_encoder(
-        load_encoder(MINILM_ID, max_seq_length=config.max_seq_length, batch_size=config.batch_size)
-    )
-    return CachedEncoder(encoder, cache) if cache else encoder
+def _either_first(dense: list[list[str]], lexical: list[list[str]], questions: Sequence[Question]) -> float:
+    """Share of questions where dense or BM25 ranks a gold PMID first: the R@1 of a fusion that
+    always picked the right one of the two first hits (an upper bound for fusing first hits)."""
+    firsts = zip(dense, lexical, questions, strict=True)
+    right = [bool((d and d[0] in q.gold) or (b and b[0] in q.gold)) for d, b, q in firsts]
+    return sum(right) / len(right)
+
+
+def weighted(index: PubMedIndex, weight: float, questions: Sequence[Question]) -> list[list[str]]:
+    """``hybrid`` rankings with another dense weight (how the default weight was chosen)."""
+    default = hybrid.DENSE_WEIGHT
+    hybrid.DENSE_WEIGHT = weight
+    try:
+        return rankings(index, "hybrid", questions)
+    finally:
+        hybrid.DENSE_WEIGHT = default
 
 
 def table(result: dict[str, object]) -> str:
@@ -264,7 +253,7 @@ def summary(result: dict[str, object]) -> str:
     assert isinstance(s, dict) and isinstance(t, dict)
     machine = result["machine"]
     assert isinstance(machine, dict)
-    queries = ", ".join(f"{n} {t[f'{n}_queries']:.1f} s" for n in RETRIEVERS)
+    queries = ", ".join(f"{n} {t[f'{n}_queries']:.1f} s" for n in ACCEPTED)
     return (
         f"{result['dataset']}: {s['questions']} questions, corpus {s['corpus']} abstracts "
         f"({s['evaluation_documents']} evaluation + {s['distractors']} distractors, "
@@ -287,6 +276,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--embedding-cache", type=Path, default=None, help="SQLite file of vectors by text hash, reused across runs"
+    )
+    parser.add_argument(
+        "--sweep", type=float, nargs="*", default=[], help="also rank hybrid with these dense weights, e.g. 0.5 0.7 0.9"
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON result file (default: benchmarks/results/...)")
     return parser.parse_args(argv)

@@ -123,10 +123,13 @@ class BM25Index:
         at = np.searchsorted(self.pmids, pmids).clip(0, max(len(self) - 1, 0))
         return at[self.pmids[at] == pmids] if len(self) else at[:0]
 
-    def search(self, query: str, k: int, *, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def search(
+        self, query: str, k: int, *, allowed: np.ndarray | None = None, scores: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
         """(PMID, score) of the ``k`` best-scoring articles with a positive score, best first;
-        ``allowed`` (PMIDs) restricts the candidates, as a filter does."""
-        scores = self.scores(query)
+        ``allowed`` (PMIDs) restricts the candidates, as a filter does; ``scores``: this query's
+        ``scores(query)``, when the caller already has them."""
+        scores = self.scores(query) if scores is None else scores
         if allowed is not None:
             mask = np.zeros(len(scores), dtype=bool)
             mask[self.rows(allowed)] = True

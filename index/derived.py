@@ -28,7 +28,7 @@ def finish_generation(staging: Path, config: Config, *, new: bool) -> Manifest:
     _settle_query_encoder(manifest, config, new=new)
     bm25.build_for_generation(staging)
     manifest.bm25 = BM25_DESCRIPTION
-    manifest.ann = ann.build_for_generation(staging, VectorIndex.load(staging / VECTORS), config.index_type)
+    manifest.ann = ann.build_for_generation(staging, VectorIndex.load(staging / VECTORS, mmap=True), config.index_type)
     manifest.save(staging / MANIFEST)
     for path in [*(staging / bm25.BM25_DIR).iterdir(), staging / ann.ANN_FILE]:  # durable before the swap
         if path.exists():

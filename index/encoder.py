@@ -82,7 +82,8 @@ def _cls_modules(path: str, max_seq_length: int) -> list:
         from sentence_transformers.models import Normalize, Pooling, Transformer
 
     transformer = Transformer(path, max_seq_length=max_seq_length, model_args={"trust_remote_code": False})
-    return [transformer, Pooling(transformer.get_word_embedding_dimension(), pooling_mode="cls"), Normalize()]
+    dim = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+    return [transformer, Pooling(dim(), pooling_mode="cls"), Normalize()]
 
 
 def query_partner(encoder_id: str, requested: str = "") -> str:

@@ -1,42 +1,65 @@
 """Which retriever ranks the abstracts: dense, BM25, or both fused (the default).
 
-Every retriever returns PMIDs best first; ``PubMedIndex`` turns them into hits. ``hybrid``
-takes the top ``CANDIDATES`` of each list and fuses them with weighted reciprocal rank fusion
-(``index/fusion.py``). The weights and candidate depth were chosen on the PubMedQA and BioASQ dev
-sets as a whole (never per question) and checked on both; see docs/RETRIEVAL.md and
-BENCHMARKS.md for the table of every retriever.
+Every retriever returns PMIDs best first; ``PubMedIndex`` turns them into hits.
+
+- ``hybrid`` (default): the top ``CANDIDATES`` of each retriever are pooled, each candidate gets
+  both its cosine and its BM25 score, and they are fused by weighted z-scores
+  (``index/fusion.py``), dense weighted ``DENSE_WEIGHT``, BM25 ``1 - DENSE_WEIGHT``.
+- ``rrf``: the same two lists fused by reciprocal rank (c = 60, equal weights); accepted for the
+  benchmark's comparison, not offered to users (it measured worse than either single retriever).
+
+The weight and depth were chosen on the PubMedQA and BioASQ dev sets together (one setting for
+both, never per question); see docs/RETRIEVAL.md and BENCHMARKS.md for every retriever's figures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from index.fusion import reciprocal_rank_fusion
+import numpy as np
 
-RETRIEVERS = ("dense", "bm25", "hybrid")
+from index.fusion import reciprocal_rank_fusion, z_score_fusion
+
+RETRIEVERS = ("dense", "bm25", "hybrid")  # what users choose from (CLI, app menu)
+ACCEPTED = (*RETRIEVERS, "rrf")  # rrf too, for the benchmark's comparison
 DEFAULT_RETRIEVER = "hybrid"  # best measured on both dev sets (BENCHMARKS.md)
-CANDIDATES = 100  # per retriever before fusion: deep enough that fusion can lift a rank-50 hit
-DENSE_WEIGHT, BM25_WEIGHT = 1.0, 1.0  # weighted RRF; see docs/RETRIEVAL.md for the measured choice
+CANDIDATES = 100  # per retriever before fusion: the gold abstract is in both top 100s for >99% of questions
+DENSE_WEIGHT = 0.85  # of the z-scored cosine; BM25 gets the rest (best mean R@1 of the dev sets, docs/RETRIEVAL.md)
 
 Ranked = list[tuple[int, float]]  # (PMID, the retriever's score), best first
 Search = Callable[[int], Ranked]  # depth -> ranking
+Rescore = Callable[[list[int]], np.ndarray]  # PMIDs -> the retriever's score of each
 
 
 def check_retriever(name: str) -> str:
-    if name not in RETRIEVERS:
+    if name not in ACCEPTED:
         raise ValueError(f"unknown retriever {name!r}: choose one of {', '.join(RETRIEVERS)}")
     return name
 
 
-def rank(retriever: str, depth: int, *, dense: Search, bm25: Search) -> list[int]:
-    """The top ``depth`` PMIDs of ``retriever``; ``dense`` and ``bm25`` run only when needed."""
+def rank(
+    retriever: str,
+    depth: int,
+    *,
+    dense: Search,
+    bm25: Search,
+    cosine: Rescore | None = None,
+    bm25_score: Rescore | None = None,
+) -> list[int]:
+    """The top ``depth`` PMIDs of ``retriever``; each search runs only when needed. ``hybrid``
+    also needs ``cosine`` and ``bm25_score`` to score the candidates one list missed."""
     check_retriever(retriever)
     if retriever == "dense":
         return [pmid for pmid, _ in dense(depth)]
     if retriever == "bm25":
         return [pmid for pmid, _ in bm25(depth)]
     n = max(depth, CANDIDATES)
-    fused = reciprocal_rank_fusion(
-        [[p for p, _ in dense(n)], [p for p, _ in bm25(n)]], weights=[DENSE_WEIGHT, BM25_WEIGHT]
-    )
-    return [pmid for pmid, _ in fused[:depth]]
+    by_dense, by_bm25 = dense(n), bm25(n)
+    if retriever == "rrf":
+        fused = reciprocal_rank_fusion([[p for p, _ in by_dense], [p for p, _ in by_bm25]])
+        return [pmid for pmid, _ in fused[:depth]]
+    if cosine is None or bm25_score is None:
+        raise ValueError("hybrid ranking needs cosine and bm25_score to rescore candidates")
+    candidates = list(dict.fromkeys(p for p, _ in [*by_dense, *by_bm25]))
+    scores = [cosine(candidates), bm25_score(candidates)]
+    return z_score_fusion(candidates, scores, [DENSE_WEIGHT, 1 - DENSE_WEIGHT])[:depth]

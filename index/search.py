@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
 RERANK_DEPTH = 50  # candidates a cross-encoder rescores: the first-stage recall@50 is ~1 on the dev sets
+EXACT_FILTERED = 20_000  # with an ANN index, a filter passing at most this many is searched exactly (~30 MB read)
 
 
 @dataclass(frozen=True)
@@ -133,11 +134,14 @@ class PubMedIndex:
         vector = self.query_encoder.encode([query])
         reranker = self.reranker if rerank else None
         depth = max(k, RERANK_DEPTH) if reranker else k
+        bm25 = _Lexical(self.bm25, query, allowed)  # scores every article once, on first use
         pmids = rank(
             retriever or self.retriever,
             depth,
             dense=lambda n: self._dense(vector, n, allowed),
-            bm25=lambda n: self.bm25.search(query, n, allowed=allowed),
+            bm25=bm25.top,
+            cosine=lambda pmids: self._cosine(vector, pmids),
+            bm25_score=bm25.of,
         )
         articles = self.store.get(pmids)
         found = [articles[str(p)] for p in pmids if str(p) in articles]
@@ -149,6 +153,10 @@ class PubMedIndex:
 
     def _dense(self, vector: np.ndarray, n: int, allowed: np.ndarray | None) -> Ranked:
         n = min(n, len(self) if allowed is None else len(allowed))
+        if allowed is not None and self.ann is not None and len(allowed) <= EXACT_FILTERED:
+            scores = self._cosine(vector, allowed.tolist())  # exact: a graph search can miss sparse matches
+            top = np.argsort(-scores, kind="stable")[:n]
+            return [(int(allowed[i]), float(scores[i])) for i in top]
         source = self.ann or self.vectors
         scores, ids = source.search(vector, n, allowed=allowed)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
@@ -191,3 +199,25 @@ def open_index(config: Config, *, encoder: Encoder | None = None) -> PubMedIndex
         retriever=config.retriever,
         reranker=load_reranker(config.rerank),
     )
+
+
+class _Lexical:
+    """One query's BM25 scores over the whole index, computed once and shared by ranking and rescoring."""
+
+    def __init__(self, index, query: str, allowed: np.ndarray | None) -> None:
+        self.index, self.query, self.allowed = index, query, allowed
+        self._scores: np.ndarray | None = None
+
+    def top(self, n: int) -> Ranked:
+        return self.index.search(self.query, n, allowed=self.allowed, scores=self.scores())
+
+    def of(self, pmids: list[int]) -> np.ndarray:
+        """BM25 scores of ``pmids`` (0 for one BM25 does not hold)."""
+        rows = self.index.rows(np.asarray(pmids, dtype=np.int64))
+        by_pmid = dict(zip(self.index.pmids[rows].tolist(), self.scores()[rows].tolist(), strict=True))
+        return np.asarray([by_pmid.get(p, 0.0) for p in pmids], dtype=np.float32)
+
+    def scores(self) -> np.ndarray:
+        if self._scores is None:
+            self._scores = self.index.scores(self.query)
+        return self._scores

@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser, "index_dir", "encoder", "batch_size", "max_seq_length", "workers", "device", "download_dir"
     )
     add_config_flags(parser, "eutils_url", "pubmed_files_url", "ncbi_api_key", "ncbi_email")
+    add_config_flags(parser, "query_encoder", "index_type")  # retrieval set-up of a new index (docs/RETRIEVAL.md)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
     args = parser.parse_args(argv)

@@ -13,7 +13,7 @@ document is left out, so every gold PMID has exactly the evaluation text. Then, 
 
     python scripts/build_eval_corpora.py --out data/eval
     python -m ingest data/eval/pubmedqa_corpus.jsonl --index-dir data/eval/pubmedqa-index
-    python -m chatbot eval ../shared/eval/pubmedqa_dev.jsonl --index-dir data/eval/pubmedqa-index --retrieval-only --json
+    python -m chatbot eval ../shared/eval/pubmedqa_dev.jsonl --index-dir data/eval/pubmedqa-index --json
 """
 
 from __future__ import annotations

@@ -93,7 +93,9 @@ def test_every_ingest_updates_bm25(tmp_path):
     assert [p for p, _ in bm25.search("zebrafish", 5)] == [2]
     assert [p for p, _ in bm25.search("axolotl", 5)] == [1]
     deletion = tmp_path / "delete.xml"
-    deletion.write_text('<PubmedArticleSet><DeleteCitation><PMID Version="1">2</PMID></DeleteCitation></PubmedArticleSet>')
+    deletion.write_text(
+        '<PubmedArticleSet><DeleteCitation><PMID Version="1">2</PMID></DeleteCitation></PubmedArticleSet>'
+    )
     ingest_files([deletion], config, read=read_source, encoder=HashingEncoder(), progress=False)
     assert PubMedIndex(config.index_dir).bm25.search("zebrafish", 5) == []
 

@@ -61,7 +61,12 @@ def test_metrics_on_known_ranks():
     assert first_gold_rank(["5", "7", "8"], frozenset({"8", "7"})) == 2
     assert first_gold_rank(["5"], frozenset({"8"})) is None
     metrics = retrieval_metrics([1, 2, None, 7], k=10)
-    assert metrics == {"recall@1": 0.25, "recall@5": 0.5, "recall@10": 0.75, "mrr": pytest.approx((1 + 0.5 + 1 / 7) / 4)}
+    assert metrics == {
+        "recall@1": 0.25,
+        "recall@5": 0.5,
+        "recall@10": 0.75,
+        "mrr": pytest.approx((1 + 0.5 + 1 / 7) / 4),
+    }
     assert set(retrieval_metrics([1], k=3)) == {"recall@1", "recall@3", "mrr"}
 
 
@@ -149,7 +154,11 @@ def test_build_eval_corpora_then_ingest_and_evaluate(tmp_path):
     assert events[0].title == "" and len({e.pmid for e in events}) == 540
     assert all(e.title for e in events[500:])  # distractors keep their titles
     sample = tmp_path / "sample.jsonl"
-    sample.write_text("".join(pubmedqa.read_text().splitlines(keepends=True)[:20] + pubmedqa.read_text().splitlines(keepends=True)[500:]))
+    sample.write_text(
+        "".join(
+            pubmedqa.read_text().splitlines(keepends=True)[:20] + pubmedqa.read_text().splitlines(keepends=True)[500:]
+        )
+    )
     config = Config(index_dir=tmp_path / "index")
     ingest_files([sample], config, read=read_source, encoder=HashingEncoder(), progress=False)
     questions = read_questions(SHARED / "eval" / "pubmedqa_dev.jsonl", limit=20)

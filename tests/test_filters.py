@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+
 import pytest
 
 from config import Config
@@ -49,7 +50,9 @@ def index(tmp_path_factory) -> PubMedIndex:
     folder = tmp_path_factory.mktemp("filters")
     source = folder / "records.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
-    ingest_files([source], Config(index_dir=folder / "index"), read=read_source, encoder=HashingEncoder(), progress=False)
+    ingest_files(
+        [source], Config(index_dir=folder / "index"), read=read_source, encoder=HashingEncoder(), progress=False
+    )
     return PubMedIndex(folder / "index", encoder=HashingEncoder())
 
 
@@ -104,7 +107,16 @@ def test_command_line_flags():
     parser = argparse.ArgumentParser()
     add_filter_flags(parser)
     args = parser.parse_args(
-        ["--year-from", "2015", "--publication-type", "Review", "--publication-type", "Meta-Analysis", "--mesh", "Asthma"]
+        [
+            "--year-from",
+            "2015",
+            "--publication-type",
+            "Review",
+            "--publication-type",
+            "Meta-Analysis",
+            "--mesh",
+            "Asthma",
+        ]
     )
     assert filters_from_args(args) == Filters(
         year_from=2015, publication_types=("Review", "Meta-Analysis"), mesh=("Asthma",)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from config import Config
+from index import hybrid as hybrid_module
 from index.encoder import MEDCPT_ARTICLE, MEDCPT_QUERY, query_partner
-from index.fusion import reciprocal_rank_fusion
+from index.fusion import reciprocal_rank_fusion, z_score_fusion
 from index.hybrid import RETRIEVERS, rank
 from index.manifest import Manifest
 from index.search import PubMedIndex
@@ -44,10 +45,20 @@ def test_rrf_scores_are_sums_of_reciprocal_ranks():
 
 def test_rrf_prefers_agreement_and_respects_weights():
     assert [i for i, _ in reciprocal_rank_fusion([[1, 2], [2, 3]])] == [2, 1, 3]
-    assert [i for i, _ in reciprocal_rank_fusion([[1, 2], [2, 1]], weights=[2.0, 1.0])][0] == 1
-    assert [i for i, _ in reciprocal_rank_fusion([[1, 2], [2, 1]], weights=[1.0, 2.0])][0] == 2
+    assert next(i for i, _ in reciprocal_rank_fusion([[1, 2], [2, 1]], weights=[2.0, 1.0])) == 1
+    assert next(i for i, _ in reciprocal_rank_fusion([[1, 2], [2, 1]], weights=[1.0, 2.0])) == 2
     with pytest.raises(ValueError):
         reciprocal_rank_fusion([[1]], weights=[1.0, 1.0])
+
+
+def test_z_score_fusion_keeps_margins():
+    # dense prefers 1 a little, BM25 prefers 2 by a wide margin: equal weights follow the margin
+    order = z_score_fusion([1, 2, 3], [np.array([0.9, 0.89, 0.1]), np.array([1.0, 9.0, 0.0])], [0.5, 0.5])
+    assert order == [2, 1, 3]
+    assert z_score_fusion([1, 2, 3], [np.array([0.9, 0.89, 0.1]), np.array([1.0, 9.0, 0.0])], [1.0, 0.0])[0] == 1
+    assert z_score_fusion([5, 6], [np.array([0.3, 0.3]), np.array([2.0, 2.0])], [0.7, 0.3]) == [5, 6]  # no spread
+    with pytest.raises(ValueError):
+        z_score_fusion([1], [np.array([1.0])], [0.5, 0.5])
 
 
 def test_rank_calls_only_what_it_needs():
@@ -61,9 +72,16 @@ def test_rank_calls_only_what_it_needs():
         calls.append("bm25")
         return [(2, 7.0), (3, 5.0)]
 
-    assert rank("dense", 2, dense=dense, bm25=bm25) == [1, 2] and calls == ["dense"]
-    assert rank("bm25", 2, dense=dense, bm25=bm25) == [2, 3] and calls == ["dense", "bm25"]
-    assert rank("hybrid", 3, dense=dense, bm25=bm25)[0] == 2  # found by both
+    cosine = {1: 0.9, 2: 0.8, 3: 0.2}
+    lexical = {1: 0.0, 2: 7.0, 3: 5.0}
+    rescore = {
+        "cosine": lambda ids: np.array([cosine[i] for i in ids]),
+        "bm25_score": lambda ids: np.array([lexical[i] for i in ids]),
+    }
+    assert rank("dense", 2, dense=dense, bm25=bm25, **rescore) == [1, 2] and calls == ["dense"]
+    assert rank("bm25", 2, dense=dense, bm25=bm25, **rescore) == [2, 3] and calls == ["dense", "bm25"]
+    assert rank("hybrid", 3, dense=dense, bm25=bm25, **rescore)[0] == 2  # high in both
+    assert rank("rrf", 3, dense=dense, bm25=bm25)[0] == 2
     with pytest.raises(ValueError, match="unknown retriever"):
         rank("sparse", 2, dense=dense, bm25=bm25)
 
@@ -89,12 +107,21 @@ def test_dense_order_is_descending_cosine(index):
 
 def test_hybrid_is_the_default_and_fuses_both(index):
     query = "inflammation in elderly patients after surgery"
-    dense = [h.pmid for h in index.search(query, k=100, retriever="dense")]
-    bm25 = [h.pmid for h in index.search(query, k=100, retriever="bm25")]
-    hybrid = [h.pmid for h in index.search(query, k=10)]
+    depth = hybrid_module.CANDIDATES
+    dense = [int(h.pmid) for h in index.search(query, k=depth, retriever="dense")]
+    bm25 = [int(h.pmid) for h in index.search(query, k=depth, retriever="bm25")]
     assert index.retriever == "hybrid"
-    expected = [str(p) for p, _ in reciprocal_rank_fusion([list(map(int, dense)), list(map(int, bm25))])][:10]
-    assert hybrid == expected
+    candidates = list(dict.fromkeys(dense + bm25))
+    articles = index.store.get(candidates)
+    vector = HashingEncoder().encode([query])[0]
+    cosine = np.array([HashingEncoder().encode([articles[str(p)].text])[0] @ vector for p in candidates])
+    everything = index.bm25.scores(query)
+    lexical = np.array([everything[index.bm25.rows(np.array([p]))[0]] for p in candidates])
+    weights = [hybrid_module.DENSE_WEIGHT, 1 - hybrid_module.DENSE_WEIGHT]
+    expected = [str(p) for p in z_score_fusion(candidates, [cosine, lexical], weights)[:10]]
+    assert [h.pmid for h in index.search(query, k=10)] == expected
+    rrf = [str(p) for p, _ in reciprocal_rank_fusion([dense, bm25])[:10]]
+    assert [h.pmid for h in index.search(query, k=10, retriever="rrf")] == rrf
 
 
 def test_retriever_is_validated_at_open(demo_index):
@@ -187,3 +214,36 @@ def test_vectors_of_hits_are_read_back_exactly(index):
     pmids = np.array([int(a.pmid) for a in list(index.store.iter_articles())[:3]])
     vectors = index.vectors.vectors(pmids)
     assert vectors.shape == (3, 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_medcpt_style_checkpoint_is_pooled_from_cls(tmp_path, monkeypatch):
+    """A plain BERT folder named as a MedCPT encoder is embedded by its [CLS] vector, normalised,
+    through the same sentence-transformers path the real ncbi/MedCPT-* models take."""
+    import string
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
+
+    from index import encoder as encoder_module
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, "asthma", "steroids", "in"]
+    path = tmp_path / "tiny-medcpt"
+    path.mkdir()
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    BertModel(config).save_pretrained(path)
+    BertTokenizerFast.from_pretrained(str(path)).save_pretrained(path)
+    monkeypatch.setattr(encoder_module, "_CLS_POOLED", {str(path)})
+    texts = ["steroids in asthma", "asthma"]
+    for role, limit in (("article", 256), ("query", encoder_module.QUERY_MAX_TOKENS)):
+        loaded = encoder_module.load_encoder(str(path), fallback=False, role=role)
+        assert loaded.model.max_seq_length == min(limit, 512) and loaded.dim == 32
+        tokenizer, model = AutoTokenizer.from_pretrained(str(path)), AutoModel.from_pretrained(str(path)).eval()
+        with torch.no_grad():
+            cls = model(**tokenizer(texts, padding=True, return_tensors="pt")).last_hidden_state[:, 0].numpy()
+        expected = cls / np.linalg.norm(cls, axis=1, keepdims=True)
+        assert np.allclose(loaded.encode(texts), expected, atol=1e-5)

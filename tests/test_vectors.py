@@ -132,3 +132,15 @@ def test_a_later_ingest_rebuilds_or_drops_the_ann_index(tmp_path, demo_subset):
     generation = IndexDir(config.index_dir).require_current()
     assert not (generation / ann.ANN_FILE).exists()  # auto at 151 vectors: exact search
     assert PubMedIndex(config.index_dir, encoder=HashingEncoder()).search("zebrafish fins", 1)[0].pmid == "1"
+
+
+def test_narrow_filter_on_an_approximate_index_is_searched_exactly(tmp_path, demo_subset):
+    from index.filters import Filters
+
+    config = Config(index_dir=tmp_path / "index", index_type="hnsw")
+    ingest_files([demo_subset], config, read=read_source, encoder=HashingEncoder(), progress=False)
+    index = PubMedIndex(config.index_dir, encoder=HashingEncoder())
+    reviews = {a.pmid for a in index.store.iter_articles() if "Review" in a.publication_types}
+    hits = index.search("patients", k=100, retriever="dense", filters=Filters(publication_types=("Review",)))
+    assert {h.pmid for h in hits} == reviews  # every passing article, none other
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

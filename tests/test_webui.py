@@ -287,3 +287,14 @@ def test_llama_cpp_models_stream_one_at_a_time() -> None:
     second.join(timeout=10)
     assert results == ["a b c"] and Counting.peak == 1
     assert Models(Counting("x"), Config()).get().__class__ is Counting  # transformers: shared freely
+
+
+def test_sentences_do_not_end_at_abbreviations() -> None:
+    from webui.passages import sentences
+
+    text = "Use was lower (177.1 vs. 212.3 mg) as Smith et al. 2019 found. 25 patients (e.g. 5 children) left."
+    hit = Hit(Article("1", "T", (Section("RESULTS", text),)), 0.5, 1)
+    assert sentences(hit) == [
+        "Use was lower (177.1 vs. 212.3 mg) as Smith et al. 2019 found.",
+        "25 patients (e.g. 5 children) left.",
+    ]

@@ -17,7 +17,9 @@ import numpy as np
 from index.encoder import Encoder
 from index.search import Hit
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+# A sentence ends at . ! or ? before a capital, digit or bracket, except after abbreviations that
+# abstracts use mid-sentence ("30 vs. 15 mg", "Smith et al. 2019", "e.g. 5 days").
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\bvs\.)(?<!\bal\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bca\.)\s+(?=[A-Z0-9(\[])")
 SHORT_SENTENCE = 120  # characters; a shorter best match gets its next sentence for context
 
 
