@@ -7,18 +7,21 @@ time the query used (the CPU figure does not grow when other processes compete f
 bytes per abstract (serialised index size / N: what must sit in memory to search), and recall@10
 against exact flat search (the baseline), over 1,000 queries.
 
-Vectors: real embeddings are not available at 1M offline, and uniform random vectors are the
-worst case for product quantisation (no structure to exploit), so the default is a *clustered*
-synthetic set: ``--clusters`` topic centres drawn on the unit sphere, each vector its centre plus
-isotropic Gaussian noise, renormalised, 384-d like the packaged MiniLM. ``--spread`` sets the
-noise; the default gives a mean cosine of about 0.5 between a vector and its centre and about
-0.35 between a query and its true nearest neighbour at 1M, comparable to MiniLM on abstracts.
-Queries are 1,000 fresh vectors from the same distribution. ``--uniform`` runs the hard case.
+Vectors. Uniform random vectors are the worst case for product quantisation (no structure to
+exploit) and unlike any embedding, so the documented run uses *real* MiniLM embeddings tiled and
+perturbed (``--real-cache``): the packaged MiniLM's vectors of the 6,705 evaluation abstracts
+(from ``python -m benchmarks.retrieval --embedding-cache FILE``), each synthetic vector a random
+mix of two of them (the first weighted 0.5-1) plus 0.2 x the difference of two more,
+renormalised; the queries are the 792 real PubMedQA and BioASQ dev questions. Without it, the
+vectors are clustered synthetic ones (``--clusters`` random centres plus isotropic noise,
+``--spread``), or uniform with ``--uniform``: both much harder for PQ than real embeddings.
 
-Run from the repository root (about 20 minutes on 2 cores, 5 GB of memory)::
+Run from the repository root (about 15 minutes per index type on 2 shared cores, 5 GB of memory)::
 
-    python -m benchmarks.ann_scale                 # 1M vectors
-    python -m benchmarks.ann_scale --n 100000      # a quick check
+    python -m benchmarks.retrieval --embedding-cache emb.sqlite     # once: embeds the corpora
+    python -m benchmarks.ann_scale --real-cache emb.sqlite --kinds ivfpq
+    python -m benchmarks.ann_scale --real-cache emb.sqlite --kinds hnsw --out ann_scale_real_hnsw.json
+    python -m benchmarks.ann_scale --n 100000      # clustered synthetic vectors, a quick check
 """
 
 from __future__ import annotations
