@@ -164,3 +164,14 @@ def test_build_eval_corpora_then_ingest_and_evaluate(tmp_path):
     questions = read_questions(SHARED / "eval" / "pubmedqa_dev.jsonl", limit=20)
     result = evaluate(questions, PubMedIndex(config.index_dir, encoder=HashingEncoder()), progress=False)
     assert result["n"] == 20 and result["recall@10"] >= 0.9
+
+
+def test_jsonl_record_without_title_is_read_when_it_has_an_abstract(tmp_path):
+    """PubMedQA evidence has no title; ``python -m ingest``'s JSON Lines reader must keep it."""
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"pmid": "5", "title": "", "abstract": "Contexts and conclusion."}, {"pmid": "6", "title": ""}],
+    )
+    first, second = read_source(path)
+    assert isinstance(first, Article) and first.title == "" and first.text == "Contexts and conclusion."
+    assert not isinstance(second, Article) and "title" in second.reason  # neither title nor abstract
