@@ -55,6 +55,7 @@ class Config:
     rerank: str = "off"  # cross-encoder reranking: off, on (ncbi/MedCPT-Cross-Encoder) or a model id/path
     query_encoder: str = ""  # a new index's query-side model when it differs from --encoder; "" = same or known pair
     index_type: str = "auto"  # vector index: flat (exact), hnsw, ivfpq, or auto (flat below 500k abstracts)
+    encoder_backend: str = "auto"  # what runs a new index's encoder: auto, torch, onnx or onnx-int8 (docs/INGEST.md)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
@@ -133,4 +134,5 @@ _HELP = {
     "rerank": "rerank the top candidates with a cross-encoder: off, on (ncbi/MedCPT-Cross-Encoder) or a model id/path",
     "query_encoder": "query encoder of a new asymmetric index, e.g. ncbi/MedCPT-Query-Encoder",
     "index_type": "vector index built at ingest: auto, flat, hnsw or ivfpq",
+    "encoder_backend": "encoder runtime of a new index: auto (onnx-int8 on CPU, torch on a GPU), torch, onnx or onnx-int8",
 }

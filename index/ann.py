@@ -12,16 +12,35 @@ each ingest also derives ``ann.faiss`` from it (``build_ann``), and searches go 
   vectors, which are memory-mapped: only the candidates' pages are read.
 
 Both are one small backend behind the same three calls (``build``, ``search``, ``save``/``load``),
-chosen by ``--index-type`` or, with ``auto``, by collection size (``choose_kind``). ANN indexes
-are rebuilt from the flat one at every ingest (train + add); BENCHMARKS.md has the 1M timing and
-the projection to all of PubMed. Loaded with ``faiss.IO_FLAG_MMAP``.
+chosen by ``--index-type`` or, with ``auto``, by collection size (``choose_kind``).
+
+IVF-PQ is carried forward between generations (``update_ivfpq``): training (k-means on a sample,
+then encoding every vector) costs about an hour at 24M abstracts, while a daily update file
+changes a few thousand. An ingest copies the live generation's trained index into RAM, removes
+the PMIDs whose vectors went (deleted or replaced), adds the new vectors with their PMIDs as ids,
+and writes the result as the new generation's own ``ann.faiss``; the live file is only read, so
+the atomic-generation and kill -9 guarantees of ``index/storage.py`` hold unchanged. It is
+re-trained from scratch (``needs_training`` says why) when there is no trained index of the same
+kind and dimension to start from, when the ingest cannot say which vectors changed, when more
+vectors were added since training than it was trained on (``RETRAIN_AFTER``: cells and codebooks
+fitted to half of the data), or when the collection shrank below half of it. The record of the
+training sits next to the index (``ann.json``). HNSW is rebuilt at every ingest (FAISS's HNSW
+cannot remove vectors). BENCHMARKS.md has the timings at 1M and the capacity table for all of
+PubMed.
+
+Serving memory: the IVF-PQ file is opened with ``faiss.IO_FLAG_MMAP``, which FAISS serves through
+read-only ``OnDiskInvertedLists`` over the file itself: codes and ids stay in the page cache, not
+the heap. HNSW is opened with ``IO_FLAG_MMAP_IFC`` (its full vectors mapped, its graph in RAM).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +51,7 @@ from index.vectors import VectorIndex, search_params
 log = logging.getLogger(__name__)
 
 ANN_FILE = "ann.faiss"
+TRAINING_FILE = "ann.json"  # how and on how many vectors ann.faiss was trained (``Training``)
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
 AUTO_ANN_FROM = 500_000  # exact flat search costs ~60 ms CPU per query at 1M (384-d): ~30 ms here
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
@@ -39,10 +59,44 @@ PQ_BYTES = 64  # code size per vector; with the 8-byte id, ~72 bytes per abstrac
 NPROBE = 64  # cells scanned per query (of ~sqrt(N)): ~6% of the vectors at 1M, ~1.5% at 24M
 REFINE = 10  # candidates rescored exactly per requested hit
 IVFPQ_MIN_VECTORS = 40_000  # k-means needs ~39 points per cell and PQ 256 per code word; fewer -> flat
+RETRAIN_AFTER = 1.0  # retrain once the vectors added since training exceed this x those trained on
+RETRAIN_BELOW = 0.5  # ... or the collection shrank below this x its size at training
 _TRAIN_PER_CELL = 64  # training vectors per k-means cell (FAISS warns below 39)
 _ADD_BATCH = 100_000  # vectors copied from the flat index at a time while building
 
 Exact = Callable[[np.ndarray], np.ndarray]  # PMIDs -> their exact vectors
+
+
+@dataclass(frozen=True)
+class VectorChanges:
+    """What an ingest did to the flat index: PMIDs whose old vector it removed (deleted, replaced
+    or re-embedded) and PMIDs whose vector it added (new or re-embedded)."""
+
+    removed: np.ndarray
+    added: np.ndarray
+
+
+@dataclass
+class Training:
+    """The record kept next to ``ann.faiss``: what the index was trained on, to decide when to retrain."""
+
+    kind: str
+    dim: int
+    nlist: int
+    pq_bytes: int
+    trained_on: int  # vectors in the collection when the quantisers were trained
+    added_since: int = 0  # vectors added incrementally since then
+    trained_at: str = ""
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Training | None:
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None  # absent (an index built before this record existed) or unreadable: retrain
 
 
 def check_kind(kind: str) -> str:
@@ -78,8 +132,8 @@ def pq_bytes_for(dim: int, wanted: int = PQ_BYTES) -> int:
 class AnnIndex:
     """An approximate index over PMIDs; ``exact`` rescoring applies to IVF-PQ."""
 
-    def __init__(self, index, kind: str, *, exact: Exact | None = None) -> None:
-        self.index, self.kind, self.exact = index, kind, exact
+    def __init__(self, index, kind: str, *, exact: Exact | None = None, training: Training | None = None) -> None:
+        self.index, self.kind, self.exact, self.training = index, kind, exact, training
         self.nprobe, self.ef_search, self.refine = NPROBE, HNSW_EF_SEARCH, REFINE
 
     def __len__(self) -> int:
@@ -103,15 +157,20 @@ class AnnIndex:
         return _rescore(query, ids[0], k, self.exact)
 
     def save(self, path: Path) -> None:
+        """``ann.faiss`` and, for IVF-PQ, its training record beside it."""
         import faiss
 
         faiss.write_index(self.index, str(path))
+        if self.training is not None:
+            self.training.save(path.with_name(TRAINING_FILE))
 
     @classmethod
     def load(cls, path: Path, kind: str, *, exact: Exact | None = None) -> AnnIndex:
+        """Memory-mapped: IVF lists through FAISS's read-only on-disk lists, HNSW vectors mapped."""
         import faiss
 
-        return cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP), kind, exact=exact)
+        flags = faiss.IO_FLAG_MMAP if kind == "ivfpq" else faiss.IO_FLAG_MMAP_IFC
+        return cls(faiss.read_index(str(path), flags), kind, exact=exact)
 
 
 def _rescore(query: np.ndarray, ids: np.ndarray, k: int, exact: Exact) -> tuple[np.ndarray, np.ndarray]:
@@ -125,26 +184,91 @@ def _rescore(query: np.ndarray, ids: np.ndarray, k: int, exact: Exact) -> tuple[
 
 
 def build_ann(flat: VectorIndex, kind: str) -> AnnIndex:
-    """An HNSW or IVF-PQ index over every vector of ``flat`` (ids = PMIDs)."""
+    """An HNSW or IVF-PQ index over every vector of ``flat`` (ids = PMIDs), trained from scratch."""
+    if kind == "hnsw":
+        return build_hnsw(flat)
+    if kind == "ivfpq":
+        return add_all(train_ivfpq(flat), flat)
+    raise ValueError(f"no approximate index of type {kind!r}")
+
+
+def build_hnsw(flat: VectorIndex) -> AnnIndex:
     import faiss
 
-    inner = faiss.downcast_index(flat.index.index)
+    index = faiss.IndexHNSWFlat(flat.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    mapped = faiss.IndexIDMap(index)  # HNSW stores no ids of its own
+    for start, stop, ids in _batches(flat):
+        mapped.add_with_ids(_inner(flat).reconstruct_n(start, stop - start), ids)
+    return AnnIndex(mapped, "hnsw")
+
+
+def train_ivfpq(flat: VectorIndex) -> AnnIndex:
+    """An empty IVF-PQ index whose cells and codebooks are fitted to a sample of ``flat``: the
+    expensive step that ``update_ivfpq`` avoids repeating."""
+    import faiss
+
+    count, nlist, pq_bytes = len(flat), nlist_for(len(flat)), pq_bytes_for(flat.dim)
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(flat.dim), flat.dim, nlist, pq_bytes, 8)
+    index.metric_type = faiss.METRIC_INNER_PRODUCT
+    index.train(_sample(_inner(flat), count))
+    training = Training("ivfpq", flat.dim, nlist, pq_bytes, trained_on=count, trained_at=_now())
+    return AnnIndex(index, "ivfpq", training=training)
+
+
+def add_all(ann: AnnIndex, flat: VectorIndex) -> AnnIndex:
+    """Encode every vector of ``flat`` into the trained, empty ``ann`` (IVF stores the PMIDs itself)."""
+    for start, stop, ids in _batches(flat):
+        ann.index.add_with_ids(_inner(flat).reconstruct_n(start, stop - start), ids)
+    return ann
+
+
+def update_ivfpq(ann: AnnIndex, flat: VectorIndex, changes: VectorChanges) -> AnnIndex:
+    """Apply an ingest's ``changes`` to a trained IVF-PQ index loaded into memory (not mapped):
+    remove every changed PMID, then add the new vectors read back from ``flat``."""
+    import faiss
+
+    gone = np.union1d(changes.removed, changes.added).astype(np.int64)  # no PMID may be listed twice
+    if len(gone):
+        ann.index.remove_ids(faiss.IDSelectorBatch(gone))
+    added = np.asarray(changes.added, dtype=np.int64)
+    for start in range(0, len(added), _ADD_BATCH):
+        ids = added[start : start + _ADD_BATCH]
+        ann.index.add_with_ids(flat.vectors(ids), ids)
+    assert ann.training is not None
+    ann.training.added_since += len(added)
+    return ann
+
+
+def needs_training(previous: Training | None, flat: VectorIndex, changes: VectorChanges | None) -> str:
+    """Why the IVF-PQ index must be trained from scratch, or "" when the previous one can be updated."""
+    if previous is None:
+        return "no trained IVF-PQ index in the live generation"
+    if previous.kind != "ivfpq" or previous.dim != flat.dim:
+        return f"the live index is {previous.kind} of dimension {previous.dim}"
+    if changes is None:
+        return "the ingest did not say which vectors changed"
+    if previous.added_since + len(changes.added) > RETRAIN_AFTER * previous.trained_on:
+        return f"more vectors added since training than the {previous.trained_on} it was trained on"
+    if len(flat) < RETRAIN_BELOW * previous.trained_on:
+        return f"the collection shrank to {len(flat)} from {previous.trained_on} at training"
+    return ""
+
+
+def _inner(flat: VectorIndex):
+    import faiss
+
+    return faiss.downcast_index(flat.index.index)
+
+
+def _batches(flat: VectorIndex):
+    """(start row, stop row, PMIDs) of ``flat`` in blocks of ``_ADD_BATCH``."""
+    import faiss
+
     ids = faiss.vector_to_array(flat.index.id_map).astype(np.int64)
-    if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(flat.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    elif kind == "ivfpq":
-        quantizer = faiss.IndexFlatIP(flat.dim)
-        index = faiss.IndexIVFPQ(quantizer, flat.dim, nlist_for(len(ids)), pq_bytes_for(flat.dim), 8)
-        index.metric_type = faiss.METRIC_INNER_PRODUCT
-        index.train(_sample(inner, len(ids)))
-    else:
-        raise ValueError(f"no approximate index of type {kind!r}")
-    mapped = faiss.IndexIDMap(index)
     for start in range(0, len(ids), _ADD_BATCH):
         stop = min(start + _ADD_BATCH, len(ids))
-        mapped.add_with_ids(inner.reconstruct_n(start, stop - start), ids[start:stop])
-    return AnnIndex(mapped, kind)
+        yield start, stop, ids[start:stop]
 
 
 def _sample(inner, count: int) -> np.ndarray:
@@ -154,15 +278,50 @@ def _sample(inner, count: int) -> np.ndarray:
     return np.stack([inner.reconstruct(int(r)) for r in np.unique(rows)])
 
 
-def build_for_generation(generation: Path, flat: VectorIndex, requested: str) -> str:
-    """Build (or remove) ``ann.faiss`` for the vectors of a staged generation; the kind built, or ""."""
+def build_for_generation(
+    generation: Path,
+    flat: VectorIndex,
+    requested: str,
+    *,
+    previous: Path | None = None,
+    changes: VectorChanges | None = None,
+) -> str:
+    """Write ``ann.faiss`` (or none) for the vectors of a staged generation; the kind built, or "".
+
+    IVF-PQ starts from the ``previous`` (live) generation's trained index when ``needs_training``
+    allows, applying ``changes``; that file is only read, so the live generation stays intact."""
     kind = choose_kind(len(flat), requested)
     path = generation / ANN_FILE
     path.unlink(missing_ok=True)
+    path.with_name(TRAINING_FILE).unlink(missing_ok=True)
     if kind == "flat":
         return ""
-    build_ann(flat, kind).save(path)
+    if kind == "ivfpq":
+        _ivfpq_for_generation(flat, previous, changes).save(path)
+    else:
+        build_ann(flat, kind).save(path)
     return kind
+
+
+def _ivfpq_for_generation(flat: VectorIndex, previous: Path | None, changes: VectorChanges | None) -> AnnIndex:
+    import faiss
+
+    trained = Training.load(previous / TRAINING_FILE) if previous and (previous / ANN_FILE).exists() else None
+    reason = needs_training(trained, flat, changes)
+    if not reason:
+        assert previous is not None and trained is not None and changes is not None
+        old = AnnIndex(faiss.read_index(str(previous / ANN_FILE)), "ivfpq", training=trained)  # a copy in RAM
+        updated = update_ivfpq(old, flat, changes)
+        if len(updated) == len(flat):
+            log.info("IVF-PQ updated: -%d +%d vectors, no retraining.", len(changes.removed), len(changes.added))
+            return updated
+        reason = f"the updated index holds {len(updated)} vectors, the flat one {len(flat)}"  # never expected
+    log.info("Training IVF-PQ on %d vectors: %s.", len(flat), reason)
+    return build_ann(flat, "ivfpq")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def open_ann(generation: Path, manifest: Manifest, flat: VectorIndex) -> AnnIndex | None:

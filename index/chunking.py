@@ -36,6 +36,7 @@ class LongTextEncoder:
             raise ValueError(f"overlap {overlap} must be smaller than the window of {max_tokens} tokens")
         self.inner = inner
         self.name, self.dim = inner.name, inner.dim
+        self.backend = getattr(inner, "backend", "torch")
         self._offsets, self.max_tokens, self.overlap = offsets, max_tokens, overlap
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -84,11 +85,11 @@ def _word_start(offsets: Offsets, index: int, *, lowest: int, highest: int) -> i
 
 
 def long_text_encoder(encoder: Encoder) -> Encoder:
-    """``encoder`` wrapped in ``LongTextEncoder`` when it is a sentence-transformers model with a
-    fast tokenizer and a token limit; any other encoder (test fakes, APIs) is returned as is."""
-    model = getattr(encoder, "model", None)
-    tokenizer = getattr(model, "tokenizer", None)
-    limit = getattr(model, "max_seq_length", None)
+    """``encoder`` wrapped in ``LongTextEncoder`` when it exposes a fast ``tokenizer`` and a token
+    limit ``max_seq_length`` (the torch and ONNX encoders do); any other encoder (test fakes, APIs)
+    is returned as is."""
+    tokenizer = getattr(encoder, "tokenizer", None)
+    limit = getattr(encoder, "max_seq_length", None)
     if tokenizer is None or not getattr(tokenizer, "is_fast", False) or not limit:
         return encoder
     max_tokens = int(limit) - tokenizer.num_special_tokens_to_add()  # [CLS] and [SEP] count too

@@ -22,15 +22,27 @@ from index.vectors import VectorIndex
 BM25_DESCRIPTION = f"bm25s lucene k1={bm25.K1} b={bm25.B}, English stopwords, Snowball stemming"
 
 
-def finish_generation(staging: Path, config: Config, *, new: bool) -> Manifest:
-    """Build BM25 and (for large indexes) the ANN index into ``staging``; settle the manifest."""
+def finish_generation(
+    staging: Path,
+    config: Config,
+    *,
+    new: bool,
+    previous: Path | None = None,
+    changes: ann.VectorChanges | None = None,
+) -> Manifest:
+    """Build BM25 and (for large indexes) the ANN index into ``staging``; settle the manifest.
+
+    ``previous`` is the live generation and ``changes`` what this ingest did to its vectors: with
+    both, a trained IVF-PQ index is updated instead of retrained (``index/ann.py``)."""
     manifest = Manifest.load(staging / MANIFEST)
     _settle_query_encoder(manifest, config, new=new)
     bm25.build_for_generation(staging)
     manifest.bm25 = BM25_DESCRIPTION
-    manifest.ann = ann.build_for_generation(staging, VectorIndex.load(staging / VECTORS, mmap=True), config.index_type)
+    flat = VectorIndex.load(staging / VECTORS, mmap=True)
+    manifest.ann = ann.build_for_generation(staging, flat, config.index_type, previous=previous, changes=changes)
     manifest.save(staging / MANIFEST)
-    for path in [*(staging / bm25.BM25_DIR).iterdir(), staging / ann.ANN_FILE]:  # durable before the swap
+    derived = [*(staging / bm25.BM25_DIR).iterdir(), staging / ann.ANN_FILE, staging / ann.TRAINING_FILE]
+    for path in derived:  # durable before the swap
         if path.exists():
             _fsync(path)
     return manifest

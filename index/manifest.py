@@ -36,6 +36,7 @@ class Manifest:
     query_encoder: str = ""  # model that embeds queries when it differs from ``encoder`` (MedCPT); "" = same
     bm25: str = ""  # how bm25/ was built (library, parameters, tokenizer); "" = none stored
     ann: str = ""  # approximate index in ann.faiss derived from the vectors ("hnsw", "ivfpq"); "" = none
+    encoder_backend: str = "torch"  # what ran the encoder(s): torch, onnx or onnx-int8; queries use the same
 
     def has_file(self, sha256: str) -> bool:
         return any(f.sha256 == sha256 for f in self.files)

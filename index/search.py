@@ -93,7 +93,12 @@ class PubMedIndex:
     def encoder(self) -> Encoder:
         """The manifest's encoder, loaded on first use; never a fallback, so vectors stay comparable."""
         if self._encoder is None:
-            self._encoder = load_encoder(self.manifest.encoder, fallback=False, max_seq_length=self._max_seq_length)
+            self._encoder = load_encoder(
+                self.manifest.encoder,
+                fallback=False,
+                max_seq_length=self._max_seq_length,
+                backend=self.manifest.encoder_backend,
+            )
         return self._encoder
 
     @property
@@ -102,7 +107,9 @@ class PubMedIndex:
         if not self.manifest.query_encoder or self.manifest.query_encoder == self.manifest.encoder:
             return self._query_encoder or self.encoder
         if self._query_encoder is None:
-            self._query_encoder = load_encoder(self.manifest.query_encoder, fallback=False, role="query")
+            self._query_encoder = load_encoder(
+                self.manifest.query_encoder, fallback=False, role="query", backend=self.manifest.encoder_backend
+            )
         return self._query_encoder
 
     @property

@@ -109,6 +109,11 @@ class MetadataStore:
         )
         return [(pmid, text_hash, bool(outdated)) for pmid, text_hash, outdated in rows]
 
+    def indexed_hashes(self) -> set[str]:
+        """The hashes of every text that has its vector in FAISS (a distributed ingest skips them)."""
+        rows = self.db.execute("SELECT DISTINCT indexed_hash FROM articles WHERE indexed_hash IS NOT NULL")
+        return {text_hash for (text_hash,) in rows}
+
     def mark_indexed(self, pmids: Iterable[int]) -> None:
         self.db.executemany("UPDATE articles SET indexed_hash = text_hash WHERE pmid = ?", ((p,) for p in pmids))
 

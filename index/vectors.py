@@ -4,7 +4,9 @@ Flat search is exact and, at demo and single-lab scale (up to a few hundred thou
 abstracts), fast enough on a CPU; the id map lets records be replaced and deleted in place.
 It is the canonical copy of every vector: approximate indexes for larger collections
 (``index/ann.py``) are derived from it, and exact scores of their hits are read back from it.
-Loading it memory-mapped (``mmap=True``) leaves the vectors in the page cache, not the heap.
+Loading it memory-mapped (``mmap=True``, FAISS's ``IO_FLAG_MMAP_IFC``) leaves the vectors in the
+page cache, not the heap; only the id map and its reverse map are read into memory. (FAISS's
+``IO_FLAG_MMAP`` maps IVF lists only: with it, a flat index is read whole into RAM.)
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import numpy as np
 
 
 class VectorIndex:
-    def __init__(self, index) -> None:
+    def __init__(self, index, *, mapped: bool = False) -> None:
         self.index = index
+        self.mapped = mapped  # FAISS aborts the process (not an exception) on writing a mapped index
 
     @classmethod
     def create(cls, dim: int) -> VectorIndex:
@@ -28,7 +31,7 @@ class VectorIndex:
     def load(cls, path: Path, *, mmap: bool = False) -> VectorIndex:
         import faiss
 
-        return cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0))
+        return cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mmap else 0), mapped=mmap)
 
     @property
     def dim(self) -> int:
@@ -38,6 +41,7 @@ class VectorIndex:
         return self.index.ntotal
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self._check_writable()
         self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
 
     def remove(self, ids: np.ndarray) -> int:
@@ -45,6 +49,7 @@ class VectorIndex:
 
         if len(ids) == 0:
             return 0
+        self._check_writable()
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids.astype(np.int64))))
 
     def search(self, query: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +64,10 @@ class VectorIndex:
         """The stored vectors of ``ids`` (each must be present), one row each."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         return self.index.reconstruct_batch(ids) if len(ids) else np.zeros((0, self.dim), dtype=np.float32)
+
+    def _check_writable(self) -> None:
+        if self.mapped:
+            raise ValueError("a memory-mapped vector index is read-only; load it with mmap=False to change it")
 
     def save(self, path: Path) -> None:
         import faiss

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from config import Config
+from index.ann import VectorChanges
 from index.derived import finish_generation
 from index.embedder import BackgroundEmbedder
 from index.encoder import Encoder
@@ -86,8 +87,8 @@ def ingest_files(
             for name, count in store.changes().items():
                 setattr(summary, name, count)
             manifest = _finish(store, embedder, manifest, summary)
-            _write_generation(staging, store, manifest, files, cache, live, reading.removed, summary)
-            finish_generation(staging, config, new=live is None)  # BM25, ANN index, query encoder
+            changes = _write_generation(staging, store, manifest, files, cache, live, reading.removed, summary)
+            finish_generation(staging, config, new=live is None, previous=live, changes=changes)  # BM25, ANN, encoder
             layout.commit(staging)
         except KeyboardInterrupt:
             embedder.abort()  # keep the staging folder: the same command resumes from its cache
@@ -178,7 +179,8 @@ def _finish(
     summary.resumed = embedder.resumed
     if manifest is None:
         encoder = embedder.encoder()
-        manifest = Manifest(encoder=encoder.name, dim=encoder.dim, created_at=_now())
+        backend = getattr(encoder, "backend", "torch")
+        manifest = Manifest(encoder=encoder.name, dim=encoder.dim, encoder_backend=backend, created_at=_now())
     return manifest
 
 
@@ -191,11 +193,13 @@ def _write_generation(
     live: Path | None,
     removed: set[int],
     summary: IngestSummary,
-) -> None:
+) -> VectorChanges:
     vectors = VectorIndex.load(live / VECTORS) if live else VectorIndex.create(manifest.dim)
     pending = store.pending_hashes()
     removed.update(pmid for pmid, _, outdated in pending if outdated)
-    vectors.remove(np.fromiter(removed, dtype=np.int64))
+    added = np.asarray([pmid for pmid, _, _ in pending], dtype=np.int64)
+    changes = VectorChanges(np.fromiter(removed, dtype=np.int64), added)  # for the ANN index (index/ann.py)
+    vectors.remove(changes.removed)
     for start in range(0, len(pending), 4096):
         rows = pending[start : start + 4096]
         ids = np.asarray([pmid for pmid, _, _ in rows], dtype=np.int64)
@@ -209,6 +213,7 @@ def _write_generation(
     store.close()
     vectors.save(staging / VECTORS)
     manifest.save(staging / MANIFEST)
+    return changes
 
 
 def _files_to_ingest(paths: list[Path], manifest: Manifest | None) -> list[tuple[Path, str]]:

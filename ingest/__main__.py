@@ -27,6 +27,7 @@ examples:
   python -m ingest data/demo/pubmed_demo.xml.gz --index-dir data/index
   python -m ingest "pubmed:asthma budesonide formoterol" --index-dir data/index
   python -m ingest --pubmed-updates --index-dir data/index
+  python -m ingest data/pubmed/ --index-dir data/index --engine ray    # embed on a Ray cluster (docs/CLUSTER.md)
 """
 
 
@@ -47,14 +48,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_config_flags(
         parser, "index_dir", "encoder", "batch_size", "max_seq_length", "workers", "device", "download_dir"
     )
+    add_config_flags(parser, "encoder_backend")  # what runs a new index's encoder (docs/INGEST.md#speed)
     add_config_flags(parser, "eutils_url", "pubmed_files_url", "ncbi_api_key", "ncbi_email")
     add_config_flags(parser, "query_encoder", "index_type")  # retrieval set-up of a new index (docs/RETRIEVAL.md)
+    _add_engine_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
     args = parser.parse_args(argv)
     if not (args.sources or args.pubmed_updates or args.pubmed_baseline):
         parser.error("give at least one SOURCE (or --pubmed-updates / --pubmed-baseline)")
+    ray_flags = [f"--{name.replace('_', '-')}" for name in _RAY_FLAGS if getattr(args, name) is not None]
+    if args.engine != "ray" and ray_flags:
+        parser.error(f"{', '.join(ray_flags)} only apply with --engine ray")
     return args
+
+
+_RAY_FLAGS = ("ray_address", "shard_dir", "ray_workers", "ray_gpus_per_worker")
+
+
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("distributed ingestion on Ray (docs/CLUSTER.md)")
+    group.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process embeds; ray: Ray Data reads and embeds in parallel, then this process "
+        "merges (needs: pip install -r requirements-ray.txt; default: local)",
+    )
+    group.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join (default: RAY_ADDRESS, else one on this machine, else a new one)",
+    )
+    group.add_argument(
+        "--shard-dir",
+        metavar="DIR|URI",
+        help="where workers write vectors: a folder every node can write, or s3://BUCKET/PATH, gs://... "
+        "(default: INDEX_DIR/.ray-shards, one machine only)",
+    )
+    group.add_argument(
+        "--ray-workers", type=int, metavar="N", help="embedding actors (default: one per GPU, else CPUs - 1)"
+    )
+    group.add_argument(
+        "--ray-gpus-per-worker",
+        type=float,
+        metavar="G",
+        help="GPUs per embedding actor; 0 runs CPU actors (default: 1 if the cluster has GPUs, else 0)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,25 +105,46 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        from index.writer import ingest_files
         from ingest.records import IngestFailed
         from ingest.sources import read_source
 
+        ingest = _engine(args)  # a missing Ray fails before any download
         paths = resolve_sources(args, config)
         try:
             with logging_redirect_tqdm():
-                summary = ingest_files(paths, config, read=read_source, progress=not args.quiet, strict=args.strict)
+                summary = ingest(paths, config, read=read_source, progress=not args.quiet, strict=args.strict)
         except IngestFailed as failed:
             _print_summary(failed.summary, args.json, f"Nothing written ({failed.summary.failed} failed)", config)
             raise
         _print_summary(summary, args.json, "Done", config)
         return 0
 
+    from index.distributed import RayUnavailable
     from index.encoder import EncoderUnavailable
     from index.storage import IndexBusy
     from ingest.records import SourceError
 
-    return run_cli(work, (SourceError, EncoderUnavailable, IndexBusy, ValueError))
+    return run_cli(work, (SourceError, EncoderUnavailable, IndexBusy, RayUnavailable, ValueError))
+
+
+def _engine(args: argparse.Namespace):
+    """``ingest_files`` itself, or its Ray counterpart with the ``--ray-*`` options bound."""
+    from functools import partial
+
+    from index.writer import ingest_files
+
+    if args.engine == "local":
+        return ingest_files
+    from index.distributed import RayOptions, ingest_on_ray, require_ray
+
+    require_ray()
+    options = RayOptions(
+        address=args.ray_address or "",
+        shard_dir=args.shard_dir or "",
+        workers=args.ray_workers or 0,
+        gpus_per_worker=args.ray_gpus_per_worker,
+    )
+    return partial(ingest_on_ray, options=options)
 
 
 def resolve_sources(args: argparse.Namespace, config: Config) -> list[Path]:

@@ -56,7 +56,12 @@ class Article:
     @property
     def text_hash(self) -> str:
         """Identifies the embedded text, so an unchanged abstract is never re-embedded."""
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:32]
+        return text_hash(self.text)
+
+
+def text_hash(text: str) -> str:
+    """``Article.text_hash`` of an article whose ``text`` this is (also the key of precomputed vectors)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
