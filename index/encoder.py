@@ -13,7 +13,7 @@ models that pool the [CLS] token, so they are assembled as Transformer + CLS poo
 rather than sentence-transformers' default mean pooling.
 
 Backends: ``torch`` runs the model with PyTorch (fp32, on a GPU when present); ``onnx`` and
-``onnx-int8`` run the same model exported to ONNX Runtime, the latter with int8 weights (about 2x
+``onnx-int8`` run the same model exported to ONNX Runtime, the latter with int8 weights (2-3x
 faster on a CPU, ``index/onnx_encoder.py``). The backend is part of the encoder's identity: it is
 recorded in the manifest, and queries use the backend the articles were embedded with.
 """

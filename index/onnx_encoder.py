@@ -1,9 +1,9 @@
-"""The same sentence encoder run by ONNX Runtime, in fp32 or with int8 weights: about 2x faster on a CPU.
+"""The same sentence encoder run by ONNX Runtime, in fp32 or with int8 weights: 2-3x faster on a CPU.
 
 On a CPU the encoder is the wall of an ingest (everything else costs ~5% on top, BENCHMARKS.md).
-ONNX Runtime with int8 weights embeds the same texts about twice as fast as PyTorch fp32 with
+ONNX Runtime with int8 weights embeds the same texts 2-3x as fast as PyTorch fp32 with
 vectors that stay within a cosine of ~0.995 of the fp32 ones and the same retrieval quality
-(measured: BENCHMARKS.md, "Ingestion speed").
+(measured on MiniLM: BENCHMARKS.md, "Ingestion speed").
 
 How: the sentence-transformers model is loaded as usual (remote code never trusted), its
 transformer is exported once with ``torch.onnx.export`` (the dynamo exporter, dynamic batch and
