@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -107,3 +108,55 @@ def demo_index(demo_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     index_dir = tmp_path_factory.mktemp("demo") / "index"
     ingest_files([demo_subset], Config(index_dir=index_dir), read=read_source, encoder=HashingEncoder(), progress=False)
     return index_dir
+
+
+# --- a tiny randomly initialised BERT: the PubMedBERT code path without downloadable weights ---
+
+TINY_BERT_DIM = 32
+
+TINY_BERT_VOCAB = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + list(string.ascii_lowercase + string.digits + ".,;:-()%/")
+    + ["##" + c for c in string.ascii_lowercase + string.digits]
+    + ["asthma", "budesonide", "patients", "the", "and", "of", "in", "with", "cancer", "lung"]
+)
+
+
+def _sentence_transformer_modules():
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+    return Transformer, Pooling, Normalize
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer, 32-d BERT with random weights and a ~100-token WordPiece vocabulary."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("encoder")
+    bert = root / "tiny-bert"
+    bert.mkdir()
+    (bert / "vocab.txt").write_text("\n".join(TINY_BERT_VOCAB) + "\n", encoding="utf-8")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(TINY_BERT_VOCAB),
+        hidden_size=TINY_BERT_DIM,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(bert)
+    tokenizer = BertTokenizerFast.from_pretrained(str(bert))
+    assert tokenizer.tokenize("Asthma 12") == ["asthma", "1", "##2"]  # the vocabulary really is in use
+    tokenizer.save_pretrained(bert)
+
+    Transformer, Pooling, Normalize = _sentence_transformer_modules()
+    modules = [Transformer(str(bert), max_seq_length=128), Pooling(TINY_BERT_DIM, pooling_mode="mean"), Normalize()]
+    path = root / "tiny-st"
+    SentenceTransformer(modules=modules, device="cpu").save(str(path))
+    return path

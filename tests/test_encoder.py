@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import string
 from pathlib import Path
 
 import numpy as np
@@ -18,61 +17,14 @@ from index.search import PubMedIndex
 from index.storage import MANIFEST, IndexDir
 from index.writer import ingest_files
 from ingest import Article, read_source
+from tests.conftest import TINY_BERT_DIM as DIM
 
 pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data"
 NEJM = DATA / "pubmed-29768149.xml"
 UPDATE = DATA / "pubmed_update_sample.xml.gz"
-DIM = 32
 PUBMEDBERT = "NeuML/pubmedbert-base-embeddings"
-
-VOCAB = (
-    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    + list(string.ascii_lowercase + string.digits + ".,;:-()%/")
-    + ["##" + c for c in string.ascii_lowercase + string.digits]
-    + ["asthma", "budesonide", "patients", "the", "and", "of", "in", "with", "cancer", "lung"]
-)
-
-
-def _sentence_transformer_modules():
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    except ImportError:
-        from sentence_transformers.models import Normalize, Pooling, Transformer
-    return Transformer, Pooling, Normalize
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A 2-layer, 32-d BERT with random weights and a ~100-token WordPiece vocabulary."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    root = tmp_path_factory.mktemp("encoder")
-    bert = root / "tiny-bert"
-    bert.mkdir()
-    (bert / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=DIM,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(bert)
-    tokenizer = BertTokenizerFast.from_pretrained(str(bert))
-    assert tokenizer.tokenize("Asthma 12") == ["asthma", "1", "##2"]  # the vocabulary really is in use
-    tokenizer.save_pretrained(bert)
-
-    Transformer, Pooling, Normalize = _sentence_transformer_modules()
-    modules = [Transformer(str(bert), max_seq_length=128), Pooling(DIM, pooling_mode="mean"), Normalize()]
-    path = root / "tiny-st"
-    SentenceTransformer(modules=modules, device="cpu").save(str(path))
-    return path
 
 
 @pytest.fixture

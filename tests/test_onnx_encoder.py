@@ -5,7 +5,6 @@ packaged MiniLM; window pooling, the export cache, the manifest and the query pa
 from __future__ import annotations
 
 import logging
-import string
 import sys
 from pathlib import Path
 
@@ -23,56 +22,17 @@ from index.search import PubMedIndex
 from index.storage import MANIFEST, IndexDir
 from index.writer import ingest_files
 from ingest import Article, read_source
+from tests.conftest import TINY_BERT_DIM as DIM
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.slow  # every test exports a real model with torch.onnx
 
-DIM = 32
-VOCAB = (
-    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    + list(string.ascii_lowercase + string.digits + ".,;:-()%/")
-    + ["##" + c for c in string.ascii_lowercase + string.digits]
-    + ["asthma", "budesonide", "patients", "the", "and", "of", "in", "with", "cancer", "lung"]
-)
 TEXTS = [
     "Inhaled budesonide in mild asthma.",
     "Telomere length and pancreatic cancer.",
     "x",
     "Patients with lung cancer and asthma, 12% of 340, were treated with budesonide (400 ug/day).",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A 2-layer, 32-d BERT with random weights saved as a sentence-transformers model (mean pooling)."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    except ImportError:  # pragma: no cover
-        from sentence_transformers.models import Normalize, Pooling, Transformer
-
-    root = tmp_path_factory.mktemp("onnx-encoder")
-    bert = root / "tiny-bert"
-    bert.mkdir()
-    (bert / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=DIM,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(bert)
-    BertTokenizerFast.from_pretrained(str(bert)).save_pretrained(bert)
-    modules = [Transformer(str(bert), max_seq_length=128), Pooling(DIM, pooling_mode="mean"), Normalize()]
-    path = root / "tiny-st"
-    SentenceTransformer(modules=modules, device="cpu").save(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
