@@ -51,7 +51,7 @@ class Config:
     allow_ingest: str = "auto"  # app "Add abstracts" tab: auto (on when local or behind a login), on, off
     auth: str = ""  # app login "user:password[,user2:password2]"; set PUBMED_RAG_AUTH, never a flag
     index_repo: str = ""  # prebuilt index: HF dataset repo[@revision] or hf://buckets/..., fetched into an empty index
-    retriever: str = "hybrid"  # dense, bm25 or hybrid (both fused by reciprocal rank; best measured, BENCHMARKS.md)
+    retriever: str = "hybrid"  # dense, bm25 or hybrid (both fused by weighted z-scores; best measured, BENCHMARKS.md)
     rerank: str = "off"  # cross-encoder reranking: off, on (ncbi/MedCPT-Cross-Encoder) or a model id/path
     query_encoder: str = ""  # a new index's query-side model when it differs from --encoder; "" = same or known pair
     index_type: str = "auto"  # vector index: flat (exact), hnsw, ivfpq, or auto (flat below 500k abstracts)
@@ -134,5 +134,5 @@ _HELP = {
     "rerank": "rerank the top candidates with a cross-encoder: off, on (ncbi/MedCPT-Cross-Encoder) or a model id/path",
     "query_encoder": "query encoder of a new asymmetric index, e.g. ncbi/MedCPT-Query-Encoder",
     "index_type": "vector index built at ingest: auto, flat, hnsw or ivfpq",
-    "encoder_backend": "encoder runtime of a new index: auto (onnx-int8 on CPU, torch on a GPU), torch, onnx or onnx-int8",
+    "encoder_backend": "encoder runtime of a new index: auto (onnx-int8 on CPU, torch on GPU), torch, onnx, onnx-int8",
 }
