@@ -16,10 +16,11 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 
-from chatbot.generate import PACKAGED_SMOLLM2, GeneratorUnavailable
+from chatbot.generate import GeneratorUnavailable
 from chatbot.prompts import DISCLAIMER
 from cli import run_cli, setup_logging
 from config import REPO_ROOT, Config, add_config_flags
+from index.causal_lm import PACKAGED_SMOLLM2
 from webui.passages import matched_passages
 from webui.render import plain_text, render_answer, render_sources, render_status
 from webui.service import ChatService, ChatSettings
@@ -257,6 +258,7 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
     add_config_flags(parser, "host", "port", "index_dir", "index_repo", "allow_ingest", "max_chats")
     add_config_flags(parser, "generator", "model", "models", "backend", "endpoint", "context_window")
     add_config_flags(parser, "top_k", "min_score", "max_new_tokens", "temperature")
+    add_config_flags(parser, "retriever", "rerank", "rerank_depth")
     args = parser.parse_args(argv)
     return Config.from_env(None if environ is None else dict(environ)).with_args(args)
 

@@ -52,7 +52,8 @@ class Config:
     auth: str = ""  # app login "user:password[,user2:password2]"; set PUBMED_RAG_AUTH, never a flag
     index_repo: str = ""  # prebuilt index: HF dataset repo[@revision] or hf://buckets/..., fetched into an empty index
     retriever: str = "hybrid"  # dense, bm25 or hybrid (both fused by weighted z-scores; best measured, BENCHMARKS.md)
-    rerank: str = "off"  # cross-encoder reranking: off, on (ncbi/MedCPT-Cross-Encoder) or a model id/path
+    rerank: str = "ql"  # off; on (ncbi/MedCPT-Cross-Encoder) or a cross-encoder id/path; ql[:LM] (query likelihood)
+    rerank_depth: int = 0  # first-stage candidates the reranker reorders; 0 = its own (cross-encoder 50, ql 5)
     query_encoder: str = ""  # a new index's query-side model when it differs from --encoder; "" = same or known pair
     index_type: str = "auto"  # vector index: flat (exact), hnsw, ivfpq, or auto (flat below 500k abstracts)
     encoder_backend: str = "auto"  # what runs a new index's encoder: auto, torch, onnx or onnx-int8 (docs/INGEST.md)
@@ -131,7 +132,9 @@ _HELP = {
     "auth": "app login user:password[,user2:password2]",
     "index_repo": "prebuilt index to fetch into an empty index dir: HF dataset repo[@revision] or hf://buckets/NAME",
     "retriever": "ranking: dense (embeddings), bm25 (words) or hybrid (both, fused)",
-    "rerank": "rerank the top candidates with a cross-encoder: off, on (ncbi/MedCPT-Cross-Encoder) or a model id/path",
+    "rerank": "rerank the top candidates: off; on (cross-encoder ncbi/MedCPT-Cross-Encoder) or a cross-encoder "
+    "id/path; ql (query likelihood under SmolLM2-135M, packaged offline) or ql:LM (a causal LM id, folder or .gguf)",
+    "rerank_depth": "candidates the reranker reorders (0 = its default: 50 for a cross-encoder, 5 for ql)",
     "query_encoder": "query encoder of a new asymmetric index, e.g. ncbi/MedCPT-Query-Encoder",
     "index_type": "vector index built at ingest: auto, flat, hnsw or ivfpq",
     "encoder_backend": "encoder runtime of a new index: auto (onnx-int8 on CPU, torch on GPU), torch, onnx, onnx-int8",

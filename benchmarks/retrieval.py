@@ -7,7 +7,10 @@ answers): ``dense`` (packaged all-MiniLM-L6-v2, flat inner product), ``bm25`` (b
 stopwords, Snowball stemming), ``hybrid`` (both fused by weighted z-scores, the default) and
 ``rrf`` (both fused by reciprocal rank), plus the standalone bm25s baseline of the first version
 of this script (unstemmed with ``--no-stem``). Each retriever's gap to the better of ``dense``
-and ``bm25`` is reported in points, since the default must beat each of them.
+and ``bm25`` is reported in points, since the default must beat each of them. ``--rerank SETTING``
+adds rows for ``hybrid`` reranked as ``--rerank SETTING`` would (e.g. ``ql``: query likelihood
+under the packaged SmolLM2), at each of ``--rerank-depths``; each (question, abstract) pair is
+scored once, so the deepest setting costs the run and the others are free.
 
 Corpus (as ``../shared/README.md`` describes): every evaluation document, without a title, plus the
 first ``--distractors`` abstracts of ``pubmed21n1298.xml.gz`` in file order (title + abstract, records
@@ -23,6 +26,7 @@ Run from the repository root::
     python -m benchmarks.retrieval                 # PubMedQA dev, 5,000 distractors
     python -m benchmarks.retrieval --bioasq        # BioASQ dev
     python -m benchmarks.retrieval --distractors 500 --limit 100   # a quick check
+    python -m benchmarks.retrieval --rerank ql --rerank-depths 3 5  # + query-likelihood reranking
 """
 
 from __future__ import annotations
@@ -187,6 +191,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         for name in ACCEPTED:
             found[name], seconds[f"{name}_queries"] = timed(lambda name=name: rankings(index, name, questions))
         sweep = {w: metrics(weighted(index, w, questions), questions) for w in args.sweep}
+        if args.rerank:
+            found |= reranked(index, args.rerank, args.rerank_depths, questions, seconds)
     baseline, seconds["bm25s_baseline"] = timed(lambda: bm25_rankings(articles, questions, stem=not args.no_stem))
     scores = {name: metrics(ranked, questions) for name, ranked in found.items()}
     base = metrics(baseline, questions)
@@ -205,6 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "hybrid": f"z-score fusion of the top {CANDIDATES} of each, dense weight {DENSE_WEIGHT}",
             "rrf": f"reciprocal rank fusion, c=60, equal weights, top {CANDIDATES} of each",
             "baseline": bm25_name(stem=not args.no_stem),
+            "rerank": args.rerank,
             "embedding_cache": str(args.embedding_cache) if args.embedding_cache else None,
             "texts_embedded_this_run": getattr(encoder, "encoded", None),
         },
@@ -220,6 +227,43 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "seconds": seconds,
         "machine": machine_info(),
     }
+
+
+def reranked(
+    index: PubMedIndex, setting: str, depths: Sequence[int], questions: Sequence[Question], seconds: dict[str, float]
+) -> dict[str, list[list[str]]]:
+    """``hybrid`` reranked by ``setting`` at each depth, deepest first, through ``PubMedIndex.search``."""
+    import numpy as np
+
+    from index.rerank import load_reranker
+
+    reranker = load_reranker(setting)
+    if reranker is None:
+        raise SystemExit(f"reranker {setting!r} is not available here")
+    score = reranker.scores
+    memo: dict[tuple[str, str], float] = {}
+
+    def memoized(query: str, articles: Sequence[Article]) -> np.ndarray:
+        missing = [a for a in articles if (query, a.pmid) not in memo]
+        if missing:
+            memo.update({(query, a.pmid): float(v) for a, v in zip(missing, score(query, missing), strict=True)})
+        return np.array([memo[(query, a.pmid)] for a in articles])
+
+    reranker.scores = memoized  # type: ignore[method-assign]  # rerank() calls self.scores
+    index.reranker = reranker
+    out = {}
+    try:
+        for depth in sorted(depths or [reranker.depth], reverse=True):
+            reranker.depth = depth
+            name = f"hybrid + {setting} (top {depth})"
+            out[name], seconds[f"{name}_queries"] = timed(lambda: rankings(index, "hybrid", questions))
+        if hasattr(reranker, "weight"):  # ql: the LM's order alone (first stage only breaks ties), free
+            reranker.weight, reranker.depth = 1e9, max(depths or [reranker.depth])
+            out[f"hybrid + {setting} alone (top {reranker.depth})"] = rankings(index, "hybrid", questions)
+    finally:
+        index.reranker = None
+    seconds["rerank_pairs_scored"] = len(memo)
+    return out
 
 
 def _either_first(dense: list[list[str]], lexical: list[list[str]], questions: Sequence[Question]) -> float:
@@ -253,7 +297,7 @@ def summary(result: dict[str, object]) -> str:
     assert isinstance(s, dict) and isinstance(t, dict)
     machine = result["machine"]
     assert isinstance(machine, dict)
-    queries = ", ".join(f"{n} {t[f'{n}_queries']:.1f} s" for n in ACCEPTED)
+    queries = ", ".join(f"{n.removesuffix('_queries')} {v:.1f} s" for n, v in t.items() if n.endswith("_queries"))
     return (
         f"{result['dataset']}: {s['questions']} questions, corpus {s['corpus']} abstracts "
         f"({s['evaluation_documents']} evaluation + {s['distractors']} distractors, "
@@ -279,6 +323,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sweep", type=float, nargs="*", default=[], help="also rank hybrid with these dense weights, e.g. 0.5 0.7 0.9"
+    )
+    parser.add_argument("--rerank", default="", help="also rank hybrid reranked as --rerank SETTING would, e.g. ql")
+    parser.add_argument(
+        "--rerank-depths", type=int, nargs="*", default=[], help="candidates reranked (default: the reranker's own)"
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON result file (default: benchmarks/results/...)")
     return parser.parse_args(argv)

@@ -119,7 +119,7 @@ def fuse(signals: Sequence[np.ndarray], weights: Sequence[float], pool: Sequence
     orders = []
     for q in range(len(signals[0])):
         cand = np.unique(np.concatenate([np.argpartition(-signals[i][q], CANDIDATES)[:CANDIDATES] for i in pool]))
-        ranked = z_score_fusion(cand.tolist(), [s[q, cand] for s in signals], weights)
+        ranked = [c for c, _ in z_score_fusion(cand.tolist(), [s[q, cand] for s in signals], weights)]
         orders.append(np.asarray(ranked))
     return orders
 
@@ -129,7 +129,8 @@ def rescore_top(orders: list[np.ndarray], signals: Sequence[np.ndarray], weights
     out = []
     for q, order in enumerate(orders):
         top = order[:k].tolist()
-        out.append(np.asarray(z_score_fusion(top, [s[q, top] for s in signals], weights) + order[k:].tolist()))
+        fused = [c for c, _ in z_score_fusion(top, [s[q, top] for s in signals], weights)]
+        out.append(np.asarray(fused + order[k:].tolist()))
     return out
 
 

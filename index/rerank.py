@@ -1,11 +1,21 @@
-"""Cross-encoder reranking of the first-stage candidates (optional, off by default).
+"""Reranking of the first-stage candidates: a cross-encoder, or query likelihood under a small LM.
 
 A cross-encoder reads the question and one abstract together, so it can weigh every word of one
 against the other, which a bi-encoder's single vector cannot; it is far too slow to score the
-whole index, so it reorders the top ``RERANK_DEPTH`` (``index/search.py``) candidates of the
+whole index, so it reorders the top ``CROSS_ENCODER_DEPTH`` candidates of the
 retriever. The default model is ``ncbi/MedCPT-Cross-Encoder`` (PubMedBERT trained on PubMed
 search logs, Jin et al. 2023), loaded through ``sentence_transformers.CrossEncoder`` like any
 other cross-encoder; it reads "title abstract" as MedCPT's article side.
+
+The second kind needs no relevance-trained model at all (UPR, Sachan et al. 2022; Zhuang et al.
+2023): ``QueryLikelihoodReranker`` asks a small causal LM how likely the question is as a
+question written about each candidate, ``log P(question | "Passage: <abstract> Please write a
+question based on this passage. Question:")``, averaged over the question's tokens (nats per
+token), and reorders the top ``QL_DEPTH`` by ``first-stage score + QL_WEIGHT * that``. The LM reads
+every word of the abstract before it sees the question, which a single-vector retriever cannot.
+On its own a 135M-parameter LM is a worse judge than the first stage (it fixes every PubMedQA dev
+miss it sees but breaks more hits than that); added to the first stage's z-score it lifts both dev
+sets (BENCHMARKS.md). Each candidate costs one forward pass (~0.5 s on 2 CPU cores, SmolLM2-135M).
 
 Offline-first like every model here: when the model is neither a local folder nor cached and the
 Hub cannot be reached, ``load_reranker`` logs one clear warning and returns None, and search goes
@@ -17,10 +27,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from index.causal_lm import SMOLLM2_ID, load_causal_lm, packaged_smollm2
 from index.hub import resolve_model
 from ingest.records import Article
 
@@ -28,18 +40,31 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RERANKER = "ncbi/MedCPT-Cross-Encoder"
 MAX_LENGTH = 512  # MedCPT's training length; question + title + abstract rarely exceed it
+CROSS_ENCODER_DEPTH = 50  # candidates a cross-encoder rescores: the first-stage recall@50 is ~1 on the dev sets
+QL = "ql"  # --rerank ql, or ql:MODEL (a causal LM: Hub id, folder or .gguf file)
+DEFAULT_QL_MODEL = SMOLLM2_ID
+QL_DEPTH = 5  # candidates the LM reads per question: the chatbot's default top_k, what it shows and cites
+QL_WEIGHT = 0.5  # of the mean log-probability, added to the first stage's z-score (dev sets: 0.25-3 all help)
+QL_PASSAGE_TOKENS = 384  # the abstract's first tokens the LM reads (title and aims come first)
+QL_PROMPT = "Passage: {passage}"
+QL_INSTRUCTION = "\nPlease write a question based on this passage.\nQuestion:"
 OFF = ("", "off", "none", "no", "false", "0")
 ON = ("on", "yes", "true", "1", "default")
 
 
 class Reranker(Protocol):
     name: str
+    depth: int  # how many first-stage candidates it reorders
 
-    def rerank(self, query: str, articles: Sequence[Article]) -> list[Article]: ...
+    def rerank(self, query: str, articles: Sequence[Article], scores: Sequence[float] | None = None) -> list[Article]:
+        """``articles`` (best first, with the first stage's ``scores``) in the reranker's order."""
+        ...
 
 
 class CrossEncoderReranker:
     """Any sentence-transformers ``CrossEncoder`` whose first output is a relevance score."""
+
+    depth = CROSS_ENCODER_DEPTH
 
     def __init__(self, path: str, *, name: str, max_length: int = MAX_LENGTH, batch_size: int = 16) -> None:
         import torch
@@ -57,7 +82,7 @@ class CrossEncoderReranker:
         raw = np.asarray(raw, dtype=np.float32)
         return raw.reshape(len(articles), -1)[:, 0] if len(articles) else raw  # first logit: relevance
 
-    def rerank(self, query: str, articles: Sequence[Article]) -> list[Article]:
+    def rerank(self, query: str, articles: Sequence[Article], scores: Sequence[float] | None = None) -> list[Article]:
         """``articles`` by descending cross-encoder score (ties keep the first-stage order)."""
         if len(articles) < 2:
             return list(articles)
@@ -65,25 +90,127 @@ class CrossEncoderReranker:
         return [articles[i] for i in order]
 
 
+class QueryLikelihoodReranker:
+    """Reorders the top ``depth`` candidates by first-stage score + ``weight`` * the LM's mean
+    log-probability of the question (by that alone when no first-stage scores are given)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        name: str,
+        gguf_file: str | None = None,
+        depth: int = QL_DEPTH,
+        weight: float = QL_WEIGHT,
+        passage_tokens: int = QL_PASSAGE_TOKENS,
+    ) -> None:
+        self.tokenizer, self.model = load_causal_lm(path, gguf_file=gguf_file)
+        self.name = name
+        self.depth = depth
+        self.weight = weight
+        self.passage_tokens = passage_tokens
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def scores(self, query: str, articles: Sequence[Article]) -> np.ndarray:
+        """Mean log P(question token | passage, instruction, earlier question tokens), per article."""
+        import torch
+
+        question = self._ids(" " + query.strip())
+        if not articles or not query.strip():
+            return np.zeros(len(articles), dtype=np.float32)
+        instruction = self._ids(QL_INSTRUCTION)
+        rows = [
+            self._ids(QL_PROMPT.format(passage=f"{a.title} {a.abstract}".strip()))[: self.passage_tokens]
+            + instruction
+            + question
+            for a in articles
+        ]
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])  # left padding: questions line up
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        n = len(question)
+        with torch.inference_mode():
+            logits = (
+                self.model(
+                    input_ids=ids.to(self.model.device),
+                    attention_mask=mask.to(self.model.device),
+                    position_ids=positions.to(self.model.device),
+                    logits_to_keep=n + 1,
+                )
+                .logits[:, :-1]
+                .float()
+            )
+        targets = torch.tensor(question, device=logits.device).expand(len(rows), n)
+        log_probs = torch.log_softmax(logits, dim=-1).gather(2, targets.unsqueeze(-1)).squeeze(-1)
+        return log_probs.mean(dim=1).cpu().numpy()
+
+    def rerank(self, query: str, articles: Sequence[Article], scores: Sequence[float] | None = None) -> list[Article]:
+        """The first ``depth`` articles reordered (ties keep the first-stage order), then the rest as they came."""
+        head, tail = list(articles[: self.depth]), list(articles[self.depth :])
+        if len(head) < 2:
+            return head + tail
+        total = self.weight * self.scores(query, head)
+        if scores is not None:
+            total = total + np.asarray(scores[: len(head)], dtype=np.float64)
+        order = np.argsort(-total, kind="stable")
+        return [head[i] for i in order] + tail
+
+
 def reranker_id(setting: str) -> str | None:
-    """The model a ``--rerank`` setting names: None for off, the MedCPT id for on, else itself."""
+    """The model a ``--rerank`` setting names: None for off, the MedCPT id for on, the LM for ql[:MODEL]."""
     value = setting.strip()
     if value.lower() in OFF:
         return None
-    return DEFAULT_RERANKER if value.lower() in ON else value
+    if value.lower() in ON:
+        return DEFAULT_RERANKER
+    if value.lower() == QL:
+        return DEFAULT_QL_MODEL
+    if value.lower().startswith(QL + ":"):
+        return value[len(QL) + 1 :].strip() or DEFAULT_QL_MODEL
+    return value
 
 
-def load_reranker(setting: str, *, max_length: int = MAX_LENGTH) -> CrossEncoderReranker | None:
-    """The reranker ``setting`` asks for, or None (off, or unavailable offline: warned once, here)."""
+def is_query_likelihood(setting: str) -> bool:
+    value = setting.strip().lower()
+    return value == QL or value.startswith(QL + ":")
+
+
+def load_reranker(setting: str, *, max_length: int = MAX_LENGTH, depth: int = 0) -> Reranker | None:
+    """The reranker ``setting`` asks for, or None (off, or unavailable offline: warned once, here).
+    ``depth`` > 0 overrides how many candidates it reorders."""
     model_id = reranker_id(setting)
     if model_id is None:
         return None
-    path = resolve_model(model_id)
-    if path is None:
+    if is_query_likelihood(setting):
+        reranker = _query_likelihood(model_id)
+    else:
+        path = resolve_model(model_id)
+        reranker = CrossEncoderReranker(path, name=model_id, max_length=max_length) if path else None
+    if reranker is None:
         log.warning(
-            "Reranking skipped: the cross-encoder %s is not cached and the Hugging Face Hub cannot be "
-            "reached. Connect once to download it, or pass a local folder with --rerank PATH.",
+            "Reranking skipped: the model %s is not cached and the Hugging Face Hub cannot be reached. "
+            "Connect once to download it, or pass a local folder with --rerank PATH (ql:PATH for an LM).",
             model_id,
         )
         return None
-    return CrossEncoderReranker(path, name=model_id, max_length=max_length)
+    if depth > 0:
+        reranker.depth = depth
+    return reranker
+
+
+def _query_likelihood(model_id: str) -> QueryLikelihoodReranker | None:
+    """The LM from a .gguf file, a folder or the Hub; SmolLM2 falls back to its packaged GGUF offline."""
+    gguf = Path(model_id).expanduser()
+    if gguf.suffix == ".gguf" and gguf.is_file():
+        return QueryLikelihoodReranker(str(gguf.parent), gguf_file=gguf.name, name=model_id)
+    path = resolve_model(model_id)
+    if path is not None:
+        return QueryLikelihoodReranker(path, name=model_id)
+    packaged = packaged_smollm2() if model_id == SMOLLM2_ID else None
+    if packaged is None:
+        return None
+    return QueryLikelihoodReranker(str(packaged.parent), gguf_file=packaged.name, name=packaged.stem)

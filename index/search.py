@@ -30,7 +30,6 @@ from ingest.records import Article
 log = logging.getLogger(__name__)
 
 PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
-RERANK_DEPTH = 50  # candidates a cross-encoder rescores: the first-stage recall@50 is ~1 on the dev sets
 EXACT_FILTERED = 20_000  # with an ANN index, a filter passing at most this many is searched exactly (~30 MB read)
 
 
@@ -143,20 +142,22 @@ class PubMedIndex:
             return []
         vector = self.query_encoder.encode([query])
         reranker = self.reranker if rerank else None
-        depth = max(k, RERANK_DEPTH) if reranker else k
+        depth = max(k, reranker.depth) if reranker else k
         bm25 = _Lexical(self.bm25, query, allowed)  # scores every article once, on first use
-        pmids = rank(
+        ranked = rank(
             retriever or self.retriever,
             depth,
             dense=lambda n: self._dense(vector, n, allowed),
             bm25=bm25.top,
             cosine=lambda pmids: self._cosine(vector, pmids),
             bm25_score=bm25.of,
+            standardized=reranker is not None,
         )
-        articles = self.store.get(pmids)
-        found = [articles[str(p)] for p in pmids if str(p) in articles]
+        articles = self.store.get(p for p, _ in ranked)
+        kept = [(articles[str(p)], s) for p, s in ranked if str(p) in articles]
+        found = [a for a, _ in kept]
         if reranker is not None:
-            found = reranker.rerank(query, found)
+            found = reranker.rerank(query, found, [s for _, s in kept])
         found = found[:k]
         scores = self._cosine(vector, [int(a.pmid) for a in found])
         return [Hit(a, float(s), r) for r, (a, s) in enumerate(zip(found, scores, strict=True), start=1)]
@@ -207,7 +208,7 @@ def open_index(config: Config, *, encoder: Encoder | None = None) -> PubMedIndex
         encoder=encoder,
         max_seq_length=config.max_seq_length,
         retriever=config.retriever,
-        reranker=load_reranker(config.rerank),
+        reranker=load_reranker(config.rerank, depth=config.rerank_depth),
     )
 
 

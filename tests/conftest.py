@@ -8,6 +8,7 @@ streams a fixed reply word by word, so citation and streaming logic can be check
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import string
 import threading
@@ -23,6 +24,11 @@ DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = REPO / "data" / "demo" / "pubmed_demo.xml.gz"
 SHARED = REPO.parent / "shared"
+
+# The default reranker (query likelihood under SmolLM2, index/rerank.py) loads a language model and
+# reads five abstracts per question. Tests of other things, in this process and the command lines
+# they start, run without it; tests/test_rerank_ql.py tests it, the default configuration included.
+os.environ.setdefault("PUBMED_RAG_RERANK", "off")
 
 
 class HashingEncoder:

@@ -19,8 +19,9 @@ import pytest
 
 from chatbot import generate
 from chatbot.chat import Chatbot
-from chatbot.generate import PACKAGED_SMOLLM2, GeneratorUnavailable, TransformersGenerator, load_generator
+from chatbot.generate import GeneratorUnavailable, TransformersGenerator, load_generator
 from config import DEFAULT_GENERATOR, Config
+from index.causal_lm import PACKAGED_SMOLLM2
 from index.search import PubMedIndex
 from tests.conftest import HashingEncoder
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.rerank import DEFAULT_RERANKER, CrossEncoderReranker, load_reranker, reranker_id
-from index.search import RERANK_DEPTH, PubMedIndex
+from index.rerank import CROSS_ENCODER_DEPTH, DEFAULT_RERANKER, CrossEncoderReranker, load_reranker, reranker_id
+from index.search import PubMedIndex
 from ingest import Article, Section
 from tests.conftest import HashingEncoder
 
@@ -108,10 +108,10 @@ def test_index_search_reranks_the_candidates_and_keeps_cosine_scores(demo_index,
     plain = PubMedIndex(demo_index, encoder=HashingEncoder())
     reranked = PubMedIndex(demo_index, encoder=HashingEncoder(), reranker=reranker)
     query = "asthma in patients"
-    candidates = [h.article for h in plain.search(query, k=RERANK_DEPTH)]
+    candidates = [h.article for h in plain.search(query, k=CROSS_ENCODER_DEPTH)]
     expected = reranker.rerank(query, candidates)[:5]
     hits = reranked.search(query, k=5)
     assert [h.pmid for h in hits] == [a.pmid for a in expected]
-    cosine = {h.pmid: h.score for h in plain.search(query, k=RERANK_DEPTH)}
+    cosine = {h.pmid: h.score for h in plain.search(query, k=CROSS_ENCODER_DEPTH)}
     assert all(h.score == pytest.approx(cosine[h.pmid], abs=1e-5) for h in hits)
     assert [h.pmid for h in reranked.search(query, k=5, rerank=False)] == [h.pmid for h in plain.search(query, k=5)]

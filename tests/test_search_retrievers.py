@@ -53,10 +53,13 @@ def test_rrf_prefers_agreement_and_respects_weights():
 
 def test_z_score_fusion_keeps_margins():
     # dense prefers 1 a little, BM25 prefers 2 by a wide margin: equal weights follow the margin
-    order = z_score_fusion([1, 2, 3], [np.array([0.9, 0.89, 0.1]), np.array([1.0, 9.0, 0.0])], [0.5, 0.5])
-    assert order == [2, 1, 3]
-    assert z_score_fusion([1, 2, 3], [np.array([0.9, 0.89, 0.1]), np.array([1.0, 9.0, 0.0])], [1.0, 0.0])[0] == 1
-    assert z_score_fusion([5, 6], [np.array([0.3, 0.3]), np.array([2.0, 2.0])], [0.7, 0.3]) == [5, 6]  # no spread
+    fused = z_score_fusion([1, 2, 3], [np.array([0.9, 0.89, 0.1]), np.array([1.0, 9.0, 0.0])], [0.5, 0.5])
+    assert [c for c, _ in fused] == [2, 1, 3]
+    z_dense = (np.array([0.9, 0.89, 0.1]) - 0.63) / np.std([0.9, 0.89, 0.1])
+    z_bm25 = (np.array([1.0, 9.0, 0.0]) - 10 / 3) / np.std([1.0, 9.0, 0.0])
+    assert [s for _, s in fused] == pytest.approx(sorted(0.5 * z_dense + 0.5 * z_bm25, reverse=True))
+    assert z_score_fusion([1, 2, 3], [np.array([0.9, 0.89, 0.1]), np.array([1.0, 9.0, 0.0])], [1.0, 0.0])[0][0] == 1
+    assert z_score_fusion([5, 6], [np.array([0.3, 0.3]), np.array([2.0, 2.0])], [0.7, 0.3]) == [(5, 0.0), (6, 0.0)]
     with pytest.raises(ValueError):
         z_score_fusion([1], [np.array([1.0])], [0.5, 0.5])
 
@@ -78,10 +81,10 @@ def test_rank_calls_only_what_it_needs():
         "cosine": lambda ids: np.array([cosine[i] for i in ids]),
         "bm25_score": lambda ids: np.array([lexical[i] for i in ids]),
     }
-    assert rank("dense", 2, dense=dense, bm25=bm25, **rescore) == [1, 2] and calls == ["dense"]
-    assert rank("bm25", 2, dense=dense, bm25=bm25, **rescore) == [2, 3] and calls == ["dense", "bm25"]
-    assert rank("hybrid", 3, dense=dense, bm25=bm25, **rescore)[0] == 2  # high in both
-    assert rank("rrf", 3, dense=dense, bm25=bm25)[0] == 2
+    assert rank("dense", 2, dense=dense, bm25=bm25, **rescore) == [(1, 0.9), (2, 0.8)] and calls == ["dense"]
+    assert rank("bm25", 2, dense=dense, bm25=bm25, **rescore) == [(2, 7.0), (3, 5.0)] and calls == ["dense", "bm25"]
+    assert rank("hybrid", 3, dense=dense, bm25=bm25, **rescore)[0][0] == 2  # high in both
+    assert rank("rrf", 3, dense=dense, bm25=bm25)[0][0] == 2
     with pytest.raises(ValueError, match="unknown retriever"):
         rank("sparse", 2, dense=dense, bm25=bm25)
 
@@ -118,7 +121,7 @@ def test_hybrid_is_the_default_and_fuses_both(index):
     everything = index.bm25.scores(query)
     lexical = np.array([everything[index.bm25.rows(np.array([p]))[0]] for p in candidates])
     weights = [hybrid_module.DENSE_WEIGHT, 1 - hybrid_module.DENSE_WEIGHT]
-    expected = [str(p) for p in z_score_fusion(candidates, [cosine, lexical], weights)[:10]]
+    expected = [str(p) for p, _ in z_score_fusion(candidates, [cosine, lexical], weights)[:10]]
     assert [h.pmid for h in index.search(query, k=10)] == expected
     rrf = [str(p) for p, _ in reciprocal_rank_fusion([dense, bm25])[:10]]
     assert [h.pmid for h in index.search(query, k=10, retriever="rrf")] == rrf

@@ -148,7 +148,7 @@ def answerable_examples(index: PubMedIndex, candidates: list[str], min_score: fl
     """
     examples: list[str] = []
     for question in candidates:
-        hits = index.search(question, k=1)
+        hits = index.search(question, k=1, rerank=False)  # at start-up: no LM pass (ZeroGPU has no GPU yet)
         if hits and hits[0].score >= min_score:
             examples.append(question)
         elif hits and not set("<>&") & set(hits[0].article.title):
