@@ -217,7 +217,7 @@ def test_added_abstracts_are_searched_by_the_next_question(browser, app_url: str
     page = _open(browser, app_url, viewport={"width": 1280, "height": 900})
     page.get_by_role("tab", name="Add abstracts").click()
     page.locator("input[type=file]").set_input_files(str(upload))
-    page.get_by_text("vitamin-d.jsonl").first.wait_for(timeout=30_000)  # uploaded
+    page.get_by_text("vitamin-d.jsonl").first.wait_for(timeout=120_000)  # uploaded (slow on busy cores)
     page.get_by_role("button", name="Add to the index").click()
     page.get_by_text("Chats now search").wait_for(timeout=180_000)
     assert "added 3" in page.locator("body").inner_text()
