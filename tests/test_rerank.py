@@ -39,11 +39,8 @@ ARTICLES = [
 def tiny_cross_encoder(tmp_path_factory) -> Path:
     """A 2-layer, 32-d BertForSequenceClassification with one output (MedCPT's shape), random weights."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification
 
-    path = tmp_path_factory.mktemp("rerank") / "tiny-cross-encoder"
-    path.mkdir()
-    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(VOCAB),
@@ -55,7 +52,16 @@ def tiny_cross_encoder(tmp_path_factory) -> Path:
         num_labels=1,
         initializer_range=0.5,  # larger random weights: scores far enough apart to order unambiguously
     )
-    BertForSequenceClassification(config).save_pretrained(path)
+    return save_with_word_pieces(BertForSequenceClassification(config), tmp_path_factory.mktemp("rerank") / "tiny-ce")
+
+
+def save_with_word_pieces(model, path: Path) -> Path:
+    """``model`` saved as a Hub checkpoint is, with a word-piece tokenizer over ``VOCAB``."""
+    from transformers import BertTokenizerFast
+
+    path.mkdir()
+    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    model.save_pretrained(path)
     BertTokenizerFast.from_pretrained(str(path)).save_pretrained(path)
     return path
 

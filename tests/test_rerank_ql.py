@@ -23,7 +23,7 @@ from index.rerank import (
 from index.search import PubMedIndex
 from ingest import Article, Section
 from tests.conftest import HashingEncoder
-from tests.test_rerank import ARTICLES, VOCAB
+from tests.test_rerank import ARTICLES, VOCAB, save_with_word_pieces
 
 pytestmark = pytest.mark.slow  # loads models
 
@@ -32,11 +32,8 @@ pytestmark = pytest.mark.slow  # loads models
 def tiny_lm(tmp_path_factory) -> Path:
     """A 2-layer, 32-d Llama (SmolLM2's architecture) with random weights and a word-piece tokenizer."""
     import torch
-    from transformers import BertTokenizerFast, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    path = tmp_path_factory.mktemp("ql") / "tiny-llama"
-    path.mkdir()
-    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(VOCAB),
@@ -48,9 +45,7 @@ def tiny_lm(tmp_path_factory) -> Path:
         max_position_embeddings=1024,
         initializer_range=0.5,  # larger random weights: scores far enough apart to order unambiguously
     )
-    LlamaForCausalLM(config).save_pretrained(path)
-    BertTokenizerFast.from_pretrained(str(path)).save_pretrained(path)
-    return path
+    return save_with_word_pieces(LlamaForCausalLM(config), tmp_path_factory.mktemp("ql") / "tiny-llama")
 
 
 def reference_scores(path: Path, query: str, articles: list[Article]) -> np.ndarray:
