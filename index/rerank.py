@@ -13,9 +13,9 @@ question written about each candidate, ``log P(question | "Passage: <abstract> P
 question based on this passage. Question:")``, averaged over the question's tokens (nats per
 token), and reorders the top ``QL_DEPTH`` by ``first-stage score + QL_WEIGHT * that``. The LM reads
 every word of the abstract before it sees the question, which a single-vector retriever cannot.
-On its own a 135M-parameter LM is a worse judge than the first stage (it fixes every PubMedQA dev
-miss it sees but breaks more hits than that); added to the first stage's z-score it lifts both dev
-sets (BENCHMARKS.md). Each candidate costs one forward pass (~0.5 s on 2 CPU cores, SmolLM2-135M).
+On its own a 135M-parameter LM's order is better than the first stage on PubMedQA dev but worse on
+BioASQ; added to the first stage's z-score it lifts both dev sets (BENCHMARKS.md). Each candidate
+costs one forward pass (~0.5 s on 2 CPU cores, SmolLM2-135M).
 
 Offline-first like every model here: when the model is neither a local folder nor cached and the
 Hub cannot be reached, ``load_reranker`` logs one clear warning and returns None, and search goes
