@@ -44,7 +44,8 @@ class BackgroundEmbedder:
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._bar = tqdm(desc="Embedding", unit=" abstracts", disable=not progress, mininterval=0.5)
+        # The rate counts windows (a long abstract is several encoder inputs), so it compares across corpora.
+        self._bar = tqdm(desc="Embedding", unit=" windows", disable=not progress, mininterval=0.5)
 
     def submit(self, text_hash: str, text: str) -> None:
         """Queue ``text`` for embedding (once per distinct text)."""
@@ -116,10 +117,15 @@ class BackgroundEmbedder:
         hashes = [h for h, _ in window]
         if self.cache.has_all(hashes):
             self.resumed += len(window)
+            self._bar.update(len(window))
         else:
-            self.cache.put(hashes, self.encoder().encode([text for _, text in window]))
+            encoder = self.encoder()
+            before = getattr(encoder, "windows", None)
+            self.cache.put(hashes, encoder.encode([text for _, text in window]))
             self.encoded += len(window)
-        self._bar.update(len(window))
+            after = getattr(encoder, "windows", None)
+            self._bar.update(after - before if before is not None and after is not None else len(window))
+        self._bar.set_postfix(abstracts=self.encoded + self.resumed, refresh=False)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

@@ -9,16 +9,21 @@ generation; an ingest that fails commits nothing, so the chats never see a half-
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from config import Config
 from ingest.records import IngestSummary, SourceError
 from webui.service import ChatService
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_QUERY_RECORDS = 10_000  # a bigger PubMed search belongs on the command line (and in a download folder)
 Progress = Callable[..., object]  # gr.Progress: progress(fraction, desc=...)
@@ -86,7 +91,8 @@ def add_abstracts(
             report(0.02, desc="Searching PubMed")
             paths += fetch_query(query, config)
         report(0.05, desc="Reading and embedding")
-        summary = ingest_files(paths, config, read=read_source, encoder=service.index.encoder, progress=True)
+        encoder = service.index.encoder
+        summary = run_niced(lambda: ingest_files(paths, config, read=read_source, encoder=encoder, progress=True))
     except (SourceError, IndexBusy, EncoderUnavailable, ValueError) as exc:
         log.warning("Add abstracts failed: %s", exc)
         return f"**Nothing was added; the index is unchanged.**\n\n```\n{exc}\n```"
@@ -95,6 +101,33 @@ def add_abstracts(
     report(0.98, desc="Opening the new index")
     stats = service.reload_index().stats()
     return render_summary(summary, stats)
+
+
+INGEST_NICE = 10  # the ingest's threads yield the cores to chats (a chat's first words wait otherwise)
+
+
+def run_niced(work: Callable[[], T], nice: int = INGEST_NICE) -> T:
+    """``work()`` on a new thread of lower CPU priority; the threads it starts (the embedder) inherit it.
+
+    A thread of its own, because a raised nice value cannot be lowered again without privileges, and
+    Gradio reuses its worker threads for chats. Where per-thread priority is unsupported, it just runs.
+    """
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        with contextlib.suppress(AttributeError, OSError):  # per-thread priority is a Linux feature
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # re-raised on the calling thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="ingest", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def render_summary(summary: IngestSummary, stats: dict[str, object]) -> str:
