@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work_dir is None:
             remove_checkout(baseline)
-    write_result(None, "answer_latency", results)
+    write_result(None, "answer_latency_" + "-".join(parts) + "_" + "-".join(loads), results)
     print(machine_line(results["machine"]))
     if "stages" in parts:
         for name in models:

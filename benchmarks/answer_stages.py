@@ -76,6 +76,12 @@ def instrument(bot, clock: Clock, pieces: list[str]) -> None:
     bot._fit = clock.wrap("prompt_building", bot._fit)
     bot.generator.stream = clock.wrap_stream(bot.generator.stream, pieces)
     chat_module.check_support = clock.wrap("support_check", chat_module.check_support)
+    try:  # the working tree scores the abstracts' sentences inside the chatbot (once, for prompt and cards)
+        import chatbot.passages as passages_module
+
+        passages_module.score_sentences = clock.wrap("passage_matching", passages_module.score_sentences)
+    except ImportError:  # today's code: the app scores them itself (below)
+        pass
 
 
 def ask(bot, question: str, clock: Clock, pieces: list[str]) -> dict[str, object]:
@@ -89,11 +95,12 @@ def ask(bot, question: str, clock: Clock, pieces: list[str]) -> dict[str, object
     for answer in bot.stream(question):
         now = time.perf_counter()
         if sources_at is None and answer.sources:
-            sources_at = now
-            # The app quotes each source's best-matching passage when the sources first show.
-            passages_start = time.perf_counter()
-            matched_passages(answer.query or question, answer.sources, bot.encoder)
-            clock.spent["passage_matching"] += time.perf_counter() - passages_start
+            # The app quotes each source's best-matching passage when the sources first show: the
+            # chatbot hands them over where it computes them, else the app matches them itself.
+            if not getattr(answer, "passages", None):
+                passages_start = time.perf_counter()
+                matched_passages(answer.query or question, answer.sources, bot.encoder)
+                clock.spent["passage_matching"] += time.perf_counter() - passages_start
             sources_at = time.perf_counter()
         if first_word_at is None and pieces:
             first_word_at = now

@@ -18,7 +18,7 @@ from chatbot.answer import Answer
 from chatbot.citations import format_references, resolve_citations
 from chatbot.context import Fitted, context_window, fit_sources, prompt_counter
 from chatbot.generate import Generator
-from chatbot.passages import Scored, best_passage, relevant_excerpt, score_sentences
+from chatbot.passages import Scored, SentenceScores, relevant_excerpt
 from chatbot.prompts import (
     EMERGENCY_NOTICE,
     NO_EVIDENCE_ANSWER,
@@ -69,6 +69,13 @@ class Chatbot:
         """A follow-up ("and in children?") is rewritten to stand alone before it is searched."""
         return self._search(self.query(question, history, stop=stop), filters)
 
+    def _preview(self, query: str, filters: Filters | None) -> list[Hit]:
+        """The first stage's hits when a reranker will reorder them (it takes seconds on a CPU); else none."""
+        if not getattr(self.retriever, "reranks", False):
+            return []
+        extra = {"filters": filters} if filters else {}
+        return self.retriever.search(query, k=self.config.top_k, rerank=False, **extra)
+
     def _search(self, query: str, filters: Filters | None) -> list[Hit]:
         """``filters`` (index/filters.py) restrict the search itself; only passed when set."""
         return self.retriever.search(query, k=self.config.top_k, **({"filters": filters} if filters else {}))
@@ -91,15 +98,19 @@ class Chatbot:
         if emergency:
             yield _with(base, text=EMERGENCY_NOTICE)  # before any slow step
         query = self.query(question, history, stop=stop)
+        scores = SentenceScores(query, self.encoder)  # once per abstract: the prompt's excerpts and the cards' quotes
+        preview = self._preview(query, filters)
+        if preview:  # the first stage's sources at once, while a reranker reads them
+            yield _with(base, sources=tuple(preview), query=query, passages=scores.passages(preview))
         hits = self._search(query, filters)
         evidence = [h for h in hits if h.score >= self.config.min_score]
         if not evidence:
             text = _compose(emergency, NO_EVIDENCE_ANSWER)
             yield _with(base, text=text, sources=tuple(hits), abstained=True, done=True, query=query)
             return
-        scored = score_sentences(query, evidence, self.encoder)  # once: the prompt's excerpts and the cards' quotes
+        scored = scores.of(evidence)
         fitted = self._fit(question, evidence, history, self._excerpts(scored))
-        passages = {s.hit.pmid: best_passage(s) for s in scored or ()}
+        passages = scores.passages(fitted.sources)
         base = _with(base, sources=fitted.sources, query=query, dropped_sources=fitted.dropped, passages=passages)
         yield _with(base, text=_compose(emergency, ""))
         self.warm()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -105,6 +105,27 @@ def relevant_excerpt(scored: Scored, budget: int, count: Callable[[str], int] | 
 
 def _cut(text: str, chars: float) -> str:
     return text[: int(chars)].rsplit(" ", 1)[0] + " …"
+
+
+class SentenceScores:
+    """One turn's sentence scores, computed once per abstract however often its sources are shown."""
+
+    def __init__(self, query: str, encoder: Encoder | None) -> None:
+        self.query, self.encoder = query, encoder
+        self._scored: dict[str, Scored] = {}
+
+    def of(self, hits: Sequence[Hit]) -> list[Scored] | None:
+        """``hits``' scored sentences (None without an encoder or sentences, as ``score_sentences``)."""
+        missing = [h for h in hits if h.pmid not in self._scored]
+        if missing:
+            for scored in score_sentences(self.query, missing, self.encoder) or ():
+                self._scored[scored.hit.pmid] = scored
+        if any(h.pmid not in self._scored for h in hits):
+            return None
+        return [replace(self._scored[h.pmid], hit=h) for h in hits]
+
+    def passages(self, hits: Sequence[Hit]) -> dict[str, str]:
+        return {s.hit.pmid: best_passage(s) for s in self.of(hits) or ()}
 
 
 def matched_passages(query: str, hits: Sequence[Hit], encoder: Encoder | None) -> dict[str, str]:

@@ -92,6 +92,11 @@ class PubMedIndex:
             raise ValueError(f"index embeds queries with {expected}, not {query_encoder.name}")
 
     @property
+    def reranks(self) -> bool:
+        """A reranker is configured (it may not be loaded yet, and offline it may turn out unavailable)."""
+        return self._reranker is not None
+
+    @property
     def reranker(self) -> Reranker | None:
         """The configured reranker, loaded on first use (a lazy one loads its model now)."""
         load = getattr(self._reranker, "load", None)

@@ -281,3 +281,25 @@ def test_app_ingest_runs_at_lower_priority_on_its_own_thread() -> None:
     assert child_nice == min(before + INGEST_NICE, 19)  # threads the ingest starts inherit its priority
     with pytest.raises(ZeroDivisionError):
         run_niced(lambda: 1 / 0)  # errors reach the caller
+
+
+def test_sources_show_before_the_reranker_reorders_them(demo_index: Path) -> None:
+    class Reverse:
+        name, depth = "reverse", 3
+        calls = 0
+
+        def rerank(self, query, articles, scores=None):
+            Reverse.calls += 1
+            return list(reversed(articles))
+
+    index = PubMedIndex(demo_index, encoder=HashingEncoder(), reranker=Reverse())
+    question = next(index.store.iter_articles()).title
+    first_stage = [h.pmid for h in index.search(question, k=3, rerank=False)]
+    encoder = HashingEncoder()
+    bot = Chatbot(index, ScriptedGenerator("It did [1]."), Config(top_k=3, min_score=0.0), encoder=encoder)
+    answers = list(bot.stream(question))
+    preview = answers[0]
+    assert not preview.done and not preview.text and [h.pmid for h in preview.sources] == first_stage
+    assert set(preview.passages) == set(first_stage)  # the cards' quotes come with the first sources
+    assert [h.pmid for h in answers[-1].sources] == first_stage[::-1] and Reverse.calls == 1
+    assert answers[-1].passages == {p: preview.passages[p] for p in first_stage[::-1]}

@@ -84,8 +84,14 @@ class SessionRetriever:
     def __init__(self, index: PubMedIndex, *, retriever: str, filters: Filters) -> None:
         self.index, self.retriever, self.filters = index, retriever, filters
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        return self.index.search(query, k, retriever=self.retriever or None, filters=self.filters or None)
+    @property
+    def reranks(self) -> bool:
+        return self.index.reranks
+
+    def search(self, query: str, k: int = 10, *, rerank: bool = True) -> list[Hit]:
+        return self.index.search(
+            query, k, retriever=self.retriever or None, filters=self.filters or None, rerank=rerank
+        )
 
 
 class ChatService:
