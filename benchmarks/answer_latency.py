@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -52,6 +51,7 @@ QUESTIONS = [
 ]
 START_TIMEOUT_S = 3600
 BUSY = [sys.executable, "-c", "while True: pass"]  # one CPU-bound job beside the measured one
+APP_INGEST_NICE = {"baseline": 0, "tree": 10}  # the app's Add abstracts ingest: same priority before, nice 10 now
 
 
 def checkout(ref: str, folder: Path) -> Path:
@@ -73,22 +73,22 @@ def tree_env(tree: Path, work: Path, **settings: str) -> dict[str, str]:
         XDG_CACHE_HOME=str(work / "cache"),
         HF_HUB_OFFLINE="1",
         GRADIO_ANALYTICS_ENABLED="False",
-        PUBMED_RAG_INDEX_DIR=str(work / "index"),
-        **{"PUBMED_RAG_" + k.upper(): v for k, v in settings.items()},
     )
+    settings = {"index_dir": str(work / "index"), **settings}
+    env.update({"PUBMED_RAG_" + k.upper(): v for k, v in settings.items()})
     return env
 
 
 def run_timed(command: list[str], *, cwd: Path, env: dict[str, str]) -> dict[str, float]:
-    """Wall seconds and peak RSS (MB) of one command."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds and peak RSS (MB, from GNU time) of one command."""
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *command], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return {"wall_s": wall, "peak_mb": (peak if peak > before else float("nan")) / 1024}
+    return {"wall_s": wall, "peak_mb": int(done.stderr.strip().splitlines()[-1]) / 1024}
 
 
 def free_port() -> int:
@@ -167,10 +167,13 @@ def ingest_rate(tree: Path, work: Path, *, busy: bool) -> dict[str, float]:
     return {"wall_s": timing["wall_s"], "abstracts_per_s": 2000 / timing["wall_s"]}
 
 
-def chat_beside_ingest(tree: Path, work: Path, gguf: Path, questions: list[str], max_new_tokens: int) -> dict:
+def chat_beside_ingest(
+    tree: Path, work: Path, gguf: Path, questions: list[str], max_new_tokens: int, nice: int
+) -> dict:
+    """A chat while ``python -m ingest`` embeds; ``nice`` as the app's Add abstracts tab runs its ingest."""
     target = work / "share-chat"
     ingest = subprocess.Popen(
-        [sys.executable, "-m", "ingest", DEMO],
+        ["nice", "-n", str(nice), sys.executable, "-m", "ingest", DEMO],
         cwd=tree,
         env=tree_env(tree, work, index_dir=str(target)),
         stdout=subprocess.DEVNULL,
@@ -243,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=3, help="questions per process (the first is cold)")
     parser.add_argument("--max-new-tokens", type=int, default=150)
     parser.add_argument("--work-dir", type=Path, default=None, help="keep indexes and caches here (default: temp)")
+    parser.add_argument("--trees", default="baseline,tree", help="comma-separated: baseline, tree")
     args = parser.parse_args(argv)
 
     from index.causal_lm import packaged_smollm2
@@ -263,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         for label, tree in (("baseline", baseline), ("tree", REPO_ROOT)):
+            if label not in args.trees.split(","):
+                continue
             work = root / label
             work.mkdir(parents=True, exist_ok=True)
             entry: dict[str, object] = {}
@@ -285,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                     "ingest_busy": ingest_rate(tree, work, busy=True),
                     "chat_idle": summarise(stages(tree, work, gguf, questions, args.max_new_tokens, False)),
                     "chat_beside_ingest": summarise(
-                        chat_beside_ingest(tree, work, gguf, questions, args.max_new_tokens)
+                        chat_beside_ingest(tree, work, gguf, questions, args.max_new_tokens, APP_INGEST_NICE[label])
                     ),
                 }
                 print(label, "sharing", json.dumps(entry["sharing"]), flush=True)
@@ -295,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             remove_checkout(baseline)
     write_result(None, "answer_latency_" + "-".join(parts) + "_" + "-".join(loads), results)
     print(machine_line(results["machine"]))
-    if "stages" in parts:
+    if "stages" in parts and {"baseline", "tree"} <= set(results):
         for name in models:
             for load in loads:
                 print(f"\n### {name}, {load}\n")

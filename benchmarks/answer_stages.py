@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawned-at", type=float, required=True, help="time.time() when the process was started")
     args = parser.parse_args(argv)
 
+    import cli  # noqa: F401  # as every entry point does first: how OpenMP threads wait (cli.py)
     from chatbot.chat import open_chatbot
     from config import Config
 

@@ -45,6 +45,7 @@ from benchmarks.ingest_speed import UPDATE_FILE, texts_to_embed
 from config import Config
 from index.chunking import long_text_encoder
 from index.encoder import MINILM_ID, Encoder, load_encoder, packaged_minilm_path
+from index.encoding import INT8_FLAGS, cpu_backend, cpu_flags
 from index.vector_cache import VectorCache
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -102,6 +103,7 @@ def speed(args: argparse.Namespace, config: Config) -> dict[str, object]:
     texts = texts_to_embed(UPDATE_FILE, args.records)
     for encoder in encoders.values():
         encoder.encode(texts[: config.batch_size])  # warm-up
+        encoder.windows = 0  # count the timed rounds' windows only
     seconds: dict[str, list[float]] = {b: [] for b in encoders}
     vectors: dict[str, np.ndarray] = {}
     for r in range(args.rounds):
@@ -110,8 +112,13 @@ def speed(args: argparse.Namespace, config: Config) -> dict[str, object]:
             vectors[backend], s = timed(lambda b=backend: encode_as_ingest(encoders[b], texts))
             seconds[backend].append(s)
     best = {b: min(s) for b, s in seconds.items()}
+    windows = {b: getattr(e, "windows", 0) // args.rounds for b, e in encoders.items()}  # per round
     return {
         "abstracts": len(texts),
+        "windows": windows,
+        "windows_per_s": {b: windows[b] / s for b, s in best.items()},
+        "cpu_int8_units": sorted(cpu_flags() & set(INT8_FLAGS)),
+        "auto_backend": cpu_backend(),
         "records": args.records,
         "rounds": args.rounds,
         "seconds": seconds,
@@ -199,14 +206,18 @@ def tables(result: dict[str, object]) -> str:
             [
                 b,
                 rate,
+                s.get("windows_per_s", {}).get(b),
                 s["speedup_vs_torch"].get(b),
                 s["drift_vs_torch"].get(b, {}).get("mean"),
                 s["drift_vs_torch"].get(b, {}).get("min"),
             ]
             for b, rate in s["abstracts_per_s"].items()
         ]
-        out.append(f"Speed: {s['abstracts']} abstracts, best of {s['rounds']} rounds")
-        out.append(markdown_table(["backend", "abstracts/s", "vs torch", "cosine mean", "cosine min"], rows))
+        units = ", ".join(s.get("cpu_int8_units", [])) or "none"
+        out.append(f"Speed: {s['abstracts']} abstracts, best of {s['rounds']} rounds; CPU int8 units: {units}")
+        out.append(f"auto picks: {s.get('auto_backend')}")
+        header = ["backend", "abstracts/s", "windows/s", "vs torch", "cosine mean", "cosine min"]
+        out.append(markdown_table(header, rows))
     if "quality" in result:
         q = result["quality"]
         assert isinstance(q, dict)

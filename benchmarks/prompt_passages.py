@@ -9,7 +9,7 @@ guarantees it) and how often the answer cites the gold abstract, against whole a
 baseline, ``--passage-tokens 0``) in the same run, on the same index and questions. It also
 reports prompt tokens and seconds per answer.
 
-    python -m benchmarks.prompt_passages --limit 40
+    python -m benchmarks.prompt_passages --limit 40 --passage-tokens 120 80
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 continue
             generator = open_generator(replace(base, generator=str(gguf)))
             sizes = prompt_sizes(generator)
-            for tokens in (0, args.passage_tokens):
+            for tokens in (0, *args.passage_tokens):
                 config = replace(base, generator=str(gguf), passage_tokens=tokens)
                 bot = Chatbot(index, generator, config, encoder=encoder)
                 sizes.clear()
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=40, help="PubMedQA dev questions (default: 40)")
     parser.add_argument("--distractors", type=int, default=1000)
-    parser.add_argument("--passage-tokens", type=int, default=Config().passage_tokens)
+    parser.add_argument("--passage-tokens", type=int, nargs="+", default=[Config().passage_tokens])
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--eval-file", type=Path, default=REPO_ROOT.parent / "shared" / "eval" / "pubmedqa_dev.jsonl")
     parser.add_argument("--distractor-file", type=Path, default=DISTRACTOR_FILE)
