@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -303,3 +304,23 @@ def test_sources_show_before_the_reranker_reorders_them(demo_index: Path) -> Non
     assert set(preview.passages) == set(first_stage)  # the cards' quotes come with the first sources
     assert [h.pmid for h in answers[-1].sources] == first_stage[::-1] and Reverse.calls == 1
     assert answers[-1].passages == {p: preview.passages[p] for p in first_stage[::-1]}
+
+
+@pytest.mark.slow
+def test_ingest_log_names_backend_and_threads_and_counts_windows(
+    tiny_model: Path, demo_subset: Path, tmp_path: Path, caplog, capsys
+) -> None:
+    import logging
+
+    from index.writer import ingest_files
+    from ingest.sources import read_source
+
+    config = Config(index_dir=tmp_path / "index", encoder=str(tiny_model), encoder_backend="torch", max_seq_length=32)
+    with caplog.at_level(logging.INFO, logger="index.encoding"):
+        ingest_files([demo_subset], config, read=read_source, progress=True)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Embedding with"))
+    assert f"{tiny_model} on torch (" in line and " threads; CPU int8 units: " in line
+    bar = capsys.readouterr().err
+    windows = max(int(n) for n in re.findall(r"Embedding: (\d+) windows", bar))
+    abstracts = max(int(n) for n in re.findall(r"abstracts=(\d+)", bar))
+    assert windows > abstracts > 0  # 32-token windows: every abstract is several
