@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks._common import REPO_ROOT, machine_info, machine_line, markdown_table, ratio, timed, write_result
-from benchmarks.retrieval import DISTRACTOR_FILE, build_dense, load_distractors, load_pubmedqa, write_corpus
+from benchmarks.retrieval import DISTRACTOR_FILE, build_index, load_distractors, load_pubmedqa, write_corpus
 from config import Config
 
 DEMO_CORPUS = REPO_ROOT / "data" / "demo" / "pubmed_demo.xml.gz"
@@ -184,7 +184,7 @@ def run_quality(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
         corpus = Path(tmp) / "corpus.jsonl"
         write_corpus(docs + distractors, corpus)
-        _, index_s = timed(lambda: build_dense(corpus, Path(tmp) / "index", encoder))
+        _, index_s = timed(lambda: build_index(corpus, Path(tmp) / "index", encoder))
         bot = Chatbot(PubMedIndex(Path(tmp) / "index", encoder=encoder), generator, config, encoder=encoder)
         started = time.perf_counter()
         for n, item in enumerate(items, start=1):

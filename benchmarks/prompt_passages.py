@@ -26,7 +26,7 @@ from pathlib import Path
 from benchmarks._common import REPO_ROOT, machine_info, machine_line, markdown_table, write_result
 from benchmarks._models import qwen_coder_gguf
 from benchmarks.generation import quality_metrics
-from benchmarks.retrieval import DISTRACTOR_FILE, build_dense, load_distractors, load_pubmedqa, write_corpus
+from benchmarks.retrieval import DISTRACTOR_FILE, build_index, load_distractors, load_pubmedqa, write_corpus
 from config import Config
 
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench-passages-") as tmp:
         corpus = Path(tmp) / "corpus.jsonl"
         write_corpus(docs + distractors, corpus)
-        build_dense(corpus, Path(tmp) / "index", encoder)
+        build_index(corpus, Path(tmp) / "index", encoder)
         index = PubMedIndex(Path(tmp) / "index", encoder=encoder)
         for name, gguf in models.items():
             if gguf is None:
