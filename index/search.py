@@ -22,9 +22,9 @@ from index.filters import Filters
 from index.hybrid import DEFAULT_RETRIEVER, Ranked, check_retriever, rank
 from index.manifest import Manifest
 from index.rerank import Reranker
-from index.storage import MANIFEST, METADATA, VECTORS, IndexDir
+from index.segments import SegmentedVectors
+from index.storage import MANIFEST, METADATA, IndexDir
 from index.store import MetadataStore
-from index.vectors import VectorIndex
 from ingest.records import Article
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,15 @@ class PubMedIndex:
         reranker: Reranker | None = None,
     ) -> None:
         from index.ann import open_ann
+        from index.ann_segments import open_segmented
 
         self.index_dir = Path(index_dir)
         self.generation = IndexDir(self.index_dir).require_current()
         self.manifest = Manifest.load(self.generation / MANIFEST)
-        self.vectors = VectorIndex.load(self.generation / VECTORS, mmap=True)
-        self.ann = open_ann(self.generation, self.manifest, self.vectors)  # None: the flat index is searched
+        self.vectors = SegmentedVectors.open(self.generation, self.manifest.segments, self.manifest.dim)
+        self.ann = open_segmented(self.generation, self.vectors) if self.manifest.ann == "ivfpq" else None
+        if self.ann is None:  # HNSW, or IVF-PQ written before segments; None: the flat vectors are searched
+            self.ann = open_ann(self.generation, self.manifest, self.vectors)
         self.store = MetadataStore(self.generation / METADATA, read_only=True)
         self.retriever = check_retriever(retriever)
         self.reranker = reranker

@@ -87,8 +87,8 @@ class IndexDir:
 
     def commit(self, staging: Path) -> Path:
         """Make ``staging`` the live generation."""
-        for name in (METADATA, VECTORS, MANIFEST):
-            _fsync(staging / name)
+        for path in _written_here(staging):  # hard links to the live generation's files are durable already
+            _fsync(path)
         (staging / RESUME_CACHE).unlink(missing_ok=True)  # last: a crash before here can still resume
         live = self.current()
         number = int(live.name.split("-")[1]) + 1 if live else 1
@@ -143,6 +143,12 @@ def _copy_sqlite(source: Path, target: Path) -> None:
         src.backup(dst)
     src.close()
     dst.close()
+
+
+def _written_here(staging: Path) -> list[Path]:
+    """The staged generation's own files (not links to an older generation's, nor the cache)."""
+    names = {RESUME_CACHE, RESUME_CACHE + "-journal"}
+    return sorted(p for p in staging.iterdir() if p.is_file() and p.stat().st_nlink == 1 and p.name not in names)
 
 
 def _fsync(path: Path) -> None:

@@ -65,6 +65,21 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         return self.index.reconstruct_batch(ids) if len(ids) else np.zeros((0, self.dim), dtype=np.float32)
 
+    def ids(self) -> np.ndarray:
+        """Every stored PMID, in storage order."""
+        import faiss
+
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def batches(self, size: int = 100_000):
+        """(PMIDs, vectors) of every stored vector in blocks of ``size``, in storage order."""
+        import faiss
+
+        ids, inner = self.ids(), faiss.downcast_index(self.index.index)
+        for start in range(0, len(ids), size):
+            block = ids[start : start + size]
+            yield block, inner.reconstruct_n(start, len(block))
+
     def _check_writable(self) -> None:
         if self.mapped:
             raise ValueError("a memory-mapped vector index is read-only; load it with mmap=False to change it")

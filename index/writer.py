@@ -32,10 +32,10 @@ from index.embedder import BackgroundEmbedder
 from index.encoder import Encoder
 from index.encoding import check_same_encoder, encoder_identity, load_for_ingest
 from index.manifest import Manifest, SourceFile
-from index.storage import MANIFEST, METADATA, RESUME_CACHE, VECTORS, IndexDir
+from index.segments import SegmentWrite, write_segments
+from index.storage import MANIFEST, METADATA, RESUME_CACHE, IndexDir
 from index.store import MetadataStore
 from index.vector_cache import VectorCache
-from index.vectors import VectorIndex
 from ingest.records import Article, Deletion, Event, IngestFailed, IngestSummary, Skipped, SourceError
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ def ingest_files(
             for name, count in store.changes().items():
                 setattr(summary, name, count)
             manifest = _finish(store, embedder, manifest, summary)
-            changes = _write_generation(staging, store, manifest, files, cache, live, reading.removed, summary)
-            finish_generation(staging, config, new=live is None, previous=live, changes=changes)  # BM25, ANN, encoder
+            changes, written = _write_generation(staging, store, manifest, files, cache, live, reading.removed, summary)
+            finish_generation(staging, config, new=live is None, previous=live, changes=changes, written=written)
             layout.commit(staging)
         except KeyboardInterrupt:
             embedder.abort()  # keep the staging folder: the same command resumes from its cache
@@ -193,27 +193,30 @@ def _write_generation(
     live: Path | None,
     removed: set[int],
     summary: IngestSummary,
-) -> VectorChanges:
-    vectors = VectorIndex.load(live / VECTORS) if live else VectorIndex.create(manifest.dim)
+) -> tuple[VectorChanges, SegmentWrite]:
     pending = store.pending_hashes()
     removed.update(pmid for pmid, _, outdated in pending if outdated)
     added = np.asarray([pmid for pmid, _, _ in pending], dtype=np.int64)
     changes = VectorChanges(np.fromiter(removed, dtype=np.int64), added)  # for the ANN index (index/ann.py)
-    vectors.remove(changes.removed)
-    for start in range(0, len(pending), 4096):
-        rows = pending[start : start + 4096]
-        ids = np.asarray([pmid for pmid, _, _ in rows], dtype=np.int64)
-        vectors.add(ids, cache.get([text_hash for _, text_hash, _ in rows], manifest.dim))
-        store.mark_indexed(ids.tolist())
+
+    def blocks():
+        for start in range(0, len(pending), 4096):
+            rows = pending[start : start + 4096]
+            ids = np.asarray([pmid for pmid, _, _ in rows], dtype=np.int64)
+            yield ids, cache.get([text_hash for _, text_hash, _ in rows], manifest.dim)
+            store.mark_indexed(ids.tolist())
+
+    gone = np.union1d(changes.removed, added)  # at most one live vector per PMID
+    written = write_segments(staging, live, manifest.segments if live else [], manifest.dim, gone, blocks())
     summary.embedded = len(pending)
     cache.close()
     store.commit()
     manifest.files.extend(files)
+    manifest.segments = written.names
     manifest.documents, manifest.updated_at = store.count(), _now()
     store.close()
-    vectors.save(staging / VECTORS)
     manifest.save(staging / MANIFEST)
-    return changes
+    return changes, written
 
 
 def _files_to_ingest(paths: list[Path], manifest: Manifest | None) -> list[tuple[Path, str]]:

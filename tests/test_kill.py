@@ -27,9 +27,9 @@ import pytest
 
 from config import Config
 from index.manifest import Manifest
-from index.storage import MANIFEST, METADATA, RESUME_CACHE, VECTORS, IndexDir
+from index.segments import open_generation
+from index.storage import MANIFEST, METADATA, RESUME_CACHE, IndexDir
 from index.store import MetadataStore
-from index.vectors import VectorIndex
 from index.writer import ingest_files
 from ingest import read_source
 from tests.conftest import DEMO_CORPUS, REPO, HashingEncoder
@@ -126,7 +126,7 @@ MOMENTS: dict[str, Callable[[Path], bool]] = {
     "reading": lambda d: bool(stagings(d)),
     "first-vectors": lambda d: cached_vectors(d) >= 32,
     "half-embedded": lambda d: cached_vectors(d) >= 200,
-    "writing-generation": lambda d: any((s / VECTORS).exists() for s in stagings(d)),
+    "writing-generation": lambda d: any(any(s.glob("vectors*.faiss")) for s in stagings(d)),
     "renamed-not-current": lambda d: (d / "gen-000002").exists(),
 }
 
@@ -136,15 +136,13 @@ MOMENTS: dict[str, Callable[[Path], bool]] = {
 
 def contents(index_dir: Path) -> dict[str, object]:
     """Everything an index means: rows (with their indexed text), vectors by PMID, manifest."""
-    import faiss
-
     generation = IndexDir(index_dir).require_current()
     store = MetadataStore(generation / METADATA, read_only=True)
     rows = store.db.execute("SELECT * FROM articles ORDER BY pmid").fetchall()
     store.close()
-    mapped = VectorIndex.load(generation / VECTORS).index
-    ids = faiss.vector_to_array(mapped.id_map)
-    vectors = faiss.downcast_index(mapped.index).reconstruct_n(0, mapped.ntotal)
+    segmented = open_generation(generation)
+    ids = segmented.ids()
+    vectors = segmented.vectors(ids)
     manifest = Manifest.load(generation / MANIFEST)
     return {
         "rows": rows,

@@ -26,10 +26,10 @@ from config import Config
 from index.distributed import RayOptions, RayUnavailable, embed_on_ray, ingest_on_ray, require_ray
 from index.encoder import MINILM_ID, packaged_minilm_path
 from index.manifest import Manifest
+from index.segments import open_generation
 from index.shards import MissingVectors, PrecomputedEncoder, ShardDir, shard_table
-from index.storage import MANIFEST, METADATA, VECTORS, IndexDir
+from index.storage import MANIFEST, METADATA, IndexDir
 from index.store import MetadataStore
-from index.vectors import VectorIndex
 from index.writer import ingest_files
 from ingest import Article, read_source
 from ingest.records import text_hash
@@ -65,7 +65,7 @@ def contents(index_dir: Path) -> tuple[list[tuple], np.ndarray, Manifest]:
     db = sqlite3.connect(generation / METADATA)
     rows = db.execute("SELECT * FROM articles ORDER BY pmid").fetchall()
     db.close()
-    vectors = VectorIndex.load(generation / VECTORS)
+    vectors = open_generation(generation)
     assert len(vectors) == len(rows)  # one vector per row, none left over
     return rows, vectors.vectors(np.array([row[0] for row in rows])), Manifest.load(generation / MANIFEST)
 
