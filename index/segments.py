@@ -126,7 +126,11 @@ class SegmentedVectors:
 
     @classmethod
     def open(cls, generation: Path, names: list[str], dim: int) -> SegmentedVectors:
-        return cls(generation, read_segments(generation, names), dim)
+        """Every segment opened now, so a reader keeps working after its generation is rotated away."""
+        vectors = cls(generation, read_segments(generation, names), dim)
+        for segment in vectors.segments:
+            vectors.index(segment)
+        return vectors
 
     def index(self, segment: Segment) -> VectorIndex:
         """A segment's FAISS index, memory-mapped, opened on first use."""
@@ -253,10 +257,10 @@ def write_segments(
     created: list[str] = []
     number = max(s.number for s in segments) + 1 if segments else 0
     new = _write_segment(staging, dim, added, number)
-    number += 1
     if new is not None:
         segments.append(new)
         created.append(new.name)
+        number += 1
     merged: list[str] = []
     for group in plan_merges(segments):
         merged_into = _merge(staging, dim, group, number)

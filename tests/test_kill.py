@@ -6,7 +6,9 @@ The ingest runs in a real subprocess (``tests/ingest_driver.py``: the real CLI w
 encoder, slowed down so that each moment can be caught) and is killed with SIGKILL when the index
 directory shows it has reached a given step. The run adds 400 demo abstracts, an update file
 with versions and deletions, a revised copy of an already indexed file and a deletion file on
-top of an existing index, so additions, replacements and deletions are all interrupted.
+top of an existing index, so additions, replacements and deletions are all interrupted. Two of the
+base index's three vectors go (one replaced, one deleted), so its segment is rewritten by a merge
+(``index/segments.py``) in the same run: the "merging" moment kills the ingest inside that merge.
 """
 
 from __future__ import annotations
@@ -127,8 +129,18 @@ MOMENTS: dict[str, Callable[[Path], bool]] = {
     "first-vectors": lambda d: cached_vectors(d) >= 32,
     "half-embedded": lambda d: cached_vectors(d) >= 200,
     "writing-generation": lambda d: any(any(s.glob("vectors*.faiss")) for s in stagings(d)),
+    "merging": lambda d: any(merging(s) for s in stagings(d)),
     "renamed-not-current": lambda d: (d / "gen-000002").exists(),
 }
+
+
+def merging(staging: Path) -> bool:
+    """A merge has written its segment and not yet removed the ones it replaces: besides the new
+    segment, a second segment file of this ingest's own (the old ones are hard links)."""
+    try:
+        return sum(p.stat().st_nlink == 1 for p in staging.glob("vectors*.faiss")) >= 2
+    except FileNotFoundError:
+        return False
 
 
 # --- comparison -----------------------------------------------------------------------------------
@@ -185,7 +197,7 @@ def test_kill_then_same_command_equals_uninterrupted_run(moment, sources, base_i
     assert_same_as_reference(index_dir, reference)
     expected = dict(reference["summary"])
     assert {k: v for k, v in summary.items() if k != "resumed"} == {k: v for k, v in expected.items() if k != "resumed"}
-    if moment in ("half-embedded", "writing-generation"):
+    if moment in ("half-embedded", "writing-generation", "merging"):
         assert summary["resumed"] >= 192  # whole 32-text windows embedded before the kill were reused
     if moment == "renamed-not-current":
         assert summary["resumed"] == 0  # the cache is dropped before the rename: all is embedded again
@@ -194,7 +206,7 @@ def test_kill_then_same_command_equals_uninterrupted_run(moment, sources, base_i
 def test_killed_three_times_then_completed(sources, base_index, reference, tmp_path):
     index_dir = tmp_path / "index"
     shutil.copytree(base_index, index_dir)
-    for moment in ("first-vectors", "half-embedded", "writing-generation"):
+    for moment in ("first-vectors", "half-embedded", "writing-generation", "merging"):
         assert kill_when(start(sources, index_dir), lambda m=moment: MOMENTS[m](index_dir)), moment
         assert len(stagings(index_dir)) == 1  # each run adopted the previous cache and removed the old folder
     summary = complete(sources, index_dir)
