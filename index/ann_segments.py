@@ -24,7 +24,7 @@ import numpy as np
 
 from index import ann
 from index.ann import REFINE, AnnIndex, Training, VectorChanges, choose_kind, needs_training
-from index.segments import FIRST, Segment, SegmentedVectors, SegmentWrite, live_params, segment_batches
+from index.segments import FIRST, Segment, SegmentedVectors, SegmentWrite, link, live_params, segment_batches
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,13 @@ def build_for_segments(
         training, to_encode = template.training, vectors.segments
     else:
         assert previous is not None and trained is not None and changes is not None
-        (staging / TEMPLATE).hardlink_to(previous / TEMPLATE)
+        link(previous / TEMPLATE, staging / TEMPLATE)
         training, to_encode = trained, []
         for segment in vectors.segments:
             if segment.name in written.created or not (previous / ann_file(segment.name)).exists():
                 to_encode.append(segment)
             else:
-                (staging / ann_file(segment.name)).hardlink_to(previous / ann_file(segment.name))
+                link(previous / ann_file(segment.name), staging / ann_file(segment.name))
         training.added_since += len(changes.added)
         log.info("IVF-PQ updated: %d of %d segments encoded, no retraining.", len(to_encode), len(vectors.segments))
     for segment in to_encode:

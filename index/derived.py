@@ -41,7 +41,7 @@ def finish_generation(
     _settle_query_encoder(manifest, config, new=new)
     bm25.build_for_generation(staging)
     manifest.bm25 = BM25_DESCRIPTION
-    vectors = SegmentedVectors.open(staging, manifest.segments, manifest.dim)
+    vectors = SegmentedVectors.open(staging, manifest.segments, manifest.dim, eager=False)
     written = written or SegmentWrite(manifest.segments, manifest.segments, [])
     manifest.ann = build_for_segments(
         staging, vectors, config.index_type, previous=previous, changes=changes, written=written

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,10 +126,11 @@ class SegmentedVectors:
         self._indexes: dict[str, VectorIndex] = {}
 
     @classmethod
-    def open(cls, generation: Path, names: list[str], dim: int) -> SegmentedVectors:
-        """Every segment opened now, so a reader keeps working after its generation is rotated away."""
+    def open(cls, generation: Path, names: list[str], dim: int, *, eager: bool = True) -> SegmentedVectors:
+        """``eager``: every segment opened now, so a reader keeps working after its generation is
+        rotated away; an ingest opens only the segments it reads (each costs its id map in RAM)."""
         vectors = cls(generation, read_segments(generation, names), dim)
-        for segment in vectors.segments:
+        for segment in vectors.segments if eager else []:
             vectors.index(segment)
         return vectors
 
@@ -280,12 +282,22 @@ def _link_live(staging: Path, live: Path | None, names: list[str]) -> list[Segme
         return []
     segments = read_segments(live, names)
     for segment in segments:
-        os.link(live / segment.name, staging / segment.name)
+        link(live / segment.name, staging / segment.name)
         if (live / ids_file(segment.name)).exists():
-            os.link(live / ids_file(segment.name), staging / ids_file(segment.name))
+            link(live / ids_file(segment.name), staging / ids_file(segment.name))
         else:  # an index from before segments: its sorted ids, written once
             _save_array(staging / ids_file(segment.name), np.asarray(segment.ids))
     return segments
+
+
+def link(source: Path, target: Path) -> None:
+    """``target`` as another name of ``source`` (same file, no bytes copied); a copy where the file
+    system has no hard links (correct, only not proportional)."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        log.warning("Cannot hard-link %s (%s); copying it.", source, exc)
+        shutil.copyfile(source, target)
 
 
 def _tombstone(segments: list[Segment], removed: np.ndarray) -> None:
