@@ -22,6 +22,7 @@ from cli import run_cli, setup_logging
 from config import REPO_ROOT, Config, add_config_flags
 from index.causal_lm import PACKAGED_SMOLLM2
 from webui.passages import matched_passages
+from webui.render import PLACEHOLDER as SEARCHING
 from webui.render import plain_text, render_answer, render_sources, render_status
 from webui.service import ChatService, ChatSettings
 
@@ -78,6 +79,7 @@ def respond(
     except (GeneratorUnavailable, ValueError) as exc:
         yield f"**Cannot answer:** {html.escape(str(exc), quote=False)}", ""
         return
+    yield SEARCHING, ""  # at once: retrieval and the model's first words take seconds
     stop = threading.Event()
     answers = bot.stream(message, history_pairs(history), stop=stop)
     shown: tuple[str, ...] = ()
@@ -86,7 +88,7 @@ def respond(
         for answer in answers:
             if tuple(h.pmid for h in answer.sources) != shown:  # once per turn: the sources are fixed
                 shown = tuple(h.pmid for h in answer.sources)
-                passages = matched_passages(answer.query or message, answer.sources, bot.encoder)
+                passages = answer.passages or matched_passages(answer.query or message, answer.sources, bot.encoder)
             yield render_answer(answer), render_sources(answer, passages)
     finally:
         stop.set()
@@ -252,6 +254,15 @@ def open_service(config: Config) -> ChatService:
     return ChatService(bot.retriever, Models(bot.generator, config), config)
 
 
+def warm_up(service: ChatService) -> None:
+    """Models loaded while the page already serves; a failure here only means the first answer loads them."""
+    try:
+        service.warm()
+        log.info("Models ready: the first answer starts at once.")
+    except Exception as exc:  # the chat reports the same problem, with its own message, when it happens
+        log.warning("Warm-up failed (%s); models load on the first question instead.", exc)
+
+
 def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Flags > ``PUBMED_RAG_*`` > Gradio's ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` > defaults."""
     parser = argparse.ArgumentParser(prog="python app.py", description=__doc__)
@@ -279,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         if on_zero_gpu:
             service.models.preload()
         examples = answerable_examples(service.index, EXAMPLES, config.min_score)
+        threading.Thread(target=warm_up, args=(service,), name="warm-up", daemon=True).start()
         ui = build_ui(service, examples=examples, ingest=ingest)
         ui.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1).launch(**launch_options(config))
         return 0

@@ -31,6 +31,7 @@ class Config:
     top_k: int = 5  # abstracts retrieved and shown to the model per question
     min_score: float = 0.35  # below this cosine similarity a hit is not evidence (calibrated for MiniLM)
     max_new_tokens: int = 320  # cap on answer length
+    passage_tokens: int = 120  # tokens of each source the model reads (its question-relevant sentences); 0 = all
     temperature: float = 0.0  # 0 = greedy decoding: reproducible answers
     host: str = "127.0.0.1"  # app bind address (0.0.0.0 to serve a network / a Space)
     port: int = 7860  # app port
@@ -42,7 +43,7 @@ class Config:
     ncbi_api_key: str = ""  # NCBI API key (NCBI_API_KEY also works): 10 instead of 3 requests/s
     ncbi_email: str = ""  # contact address NCBI asks E-utilities users to send
     model: str = ""  # generator preset (docs/MODELS.md): format + settings; --generator overrides its weights
-    backend: str = "transformers"  # local generator backend: transformers or llama.cpp (a .gguf file)
+    backend: str = "auto"  # generator backend: auto (llama.cpp on CPU, transformers on GPU), transformers, llama.cpp
     endpoint: str = ""  # OpenAI-compatible server URL (vLLM, TGI, Ollama, llama.cpp server); empty = local
     api_key: str = ""  # bearer token for --endpoint; set PUBMED_RAG_API_KEY rather than a flag
     context_window: int = 0  # tokens the generator reads; 0 = the preset's or the model's own
@@ -111,6 +112,8 @@ _HELP = {
     "top_k": "abstracts retrieved per question",
     "min_score": "minimum similarity for a hit to count as evidence",
     "max_new_tokens": "maximum answer length in tokens",
+    "passage_tokens": "tokens of each source the model reads: its sentences closest to the question (0 = whole "
+    "abstracts)",
     "temperature": "sampling temperature (0 = greedy)",
     "host": "address the app binds to",
     "port": "port the app listens on",
@@ -122,7 +125,8 @@ _HELP = {
     "ncbi_api_key": "NCBI API key (or NCBI_API_KEY)",
     "ncbi_email": "contact e-mail sent to NCBI E-utilities",
     "model": "generator preset, e.g. biomistral-7b or meditron-7b (see docs/MODELS.md)",
-    "backend": "local generator backend: transformers or llama.cpp",
+    "backend": "local generator backend: auto (llama.cpp with quantised GGUF weights on a CPU, transformers on a GPU), "
+    "transformers or llama.cpp",
     "endpoint": "OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1",
     "api_key": "bearer token for the endpoint",
     "context_window": "generator context window in tokens (0 = the model's own)",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chatbot.citations import Citation
 from chatbot.support import SentenceSupport
@@ -27,6 +27,7 @@ class Answer:
     emergency: bool = False  # the question may describe an emergency: the text starts with advice
     query: str = ""  # what was searched (a follow-up rewritten to stand alone)
     dropped_sources: int = 0  # retrieved abstracts left out to fit the model's context window
+    passages: dict[str, str] = field(default_factory=dict)  # PMID -> the sentence(s) closest to the question
 
     def as_dict(self) -> dict[str, object]:
         return {

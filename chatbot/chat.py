@@ -18,7 +18,15 @@ from chatbot.answer import Answer
 from chatbot.citations import format_references, resolve_citations
 from chatbot.context import Fitted, context_window, fit_sources, prompt_counter
 from chatbot.generate import Generator
-from chatbot.prompts import EMERGENCY_NOTICE, NO_EVIDENCE_ANSWER, REFERENCES_HEADING, UNCITED_NOTE, says_insufficient
+from chatbot.passages import Scored, best_passage, relevant_excerpt, score_sentences
+from chatbot.prompts import (
+    EMERGENCY_NOTICE,
+    NO_EVIDENCE_ANSWER,
+    REFERENCES_HEADING,
+    UNCITED_NOTE,
+    prefix_messages,
+    says_insufficient,
+)
 from chatbot.rewrite import rewrite_query
 from chatbot.safety import is_emergency
 from chatbot.support import check_support
@@ -43,6 +51,12 @@ class Chatbot:
         self.generator = generator
         self.config = config
         self.encoder = encoder  # for the sentence support check; None skips it
+
+    def warm(self) -> None:
+        """Let the generator evaluate the prompt start every answer shares (llama.cpp keeps it; once)."""
+        warm = getattr(self.generator, "warm", None)
+        if warm is not None:
+            warm(prefix_messages())
 
     def retrieve(
         self,
@@ -83,9 +97,12 @@ class Chatbot:
             text = _compose(emergency, NO_EVIDENCE_ANSWER)
             yield _with(base, text=text, sources=tuple(hits), abstained=True, done=True, query=query)
             return
-        fitted = self._fit(question, evidence, history)
-        base = _with(base, sources=fitted.sources, query=query, dropped_sources=fitted.dropped)
+        scored = score_sentences(query, evidence, self.encoder)  # once: the prompt's excerpts and the cards' quotes
+        fitted = self._fit(question, evidence, history, self._excerpts(scored))
+        passages = {s.hit.pmid: best_passage(s) for s in scored or ()}
+        base = _with(base, sources=fitted.sources, query=query, dropped_sources=fitted.dropped, passages=passages)
         yield _with(base, text=_compose(emergency, ""))
+        self.warm()
         raw = ""
         pieces = self.generator.stream(
             fitted.messages, max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, stop=stop
@@ -102,7 +119,14 @@ class Chatbot:
                 return answer
         raise RuntimeError("the answer stream ended without a final answer")
 
-    def _fit(self, question: str, evidence: list[Hit], history: History) -> Fitted:
+    def _excerpts(self, scored: list[Scored] | None) -> list[str] | None:
+        """What the model reads of each source: its most question-relevant sentences (None: whole abstracts)."""
+        if scored is None or self.config.passage_tokens <= 0:
+            return None
+        count = getattr(self.generator, "count_tokens", None)
+        return [relevant_excerpt(s, self.config.passage_tokens, count) for s in scored]
+
+    def _fit(self, question: str, evidence: list[Hit], history: History, texts: list[str] | None = None) -> Fitted:
         return fit_sources(
             question,
             evidence,
@@ -110,6 +134,7 @@ class Chatbot:
             window=context_window(self.generator, self.config.context_window),
             reserve=self.config.max_new_tokens,
             count=prompt_counter(self.generator),
+            texts=texts,
         )
 
     def _final(self, base: Answer, raw: str) -> Answer:

@@ -60,28 +60,30 @@ def fit_sources(
     window: int,
     reserve: int,
     count: Callable[[Messages], int],
+    texts: Sequence[str] | None = None,
 ) -> Fitted:
-    """The prompt with as many of ``hits`` as fit in ``window`` minus ``reserve`` answer tokens."""
+    """The prompt with as many of ``hits`` as fit in ``window`` minus ``reserve`` answer tokens.
+
+    ``texts`` (one per hit) is what the model reads of each source, e.g. its question-relevant
+    passages (``chatbot.passages``); by default the whole abstract."""
     budget = window - reserve
+    texts = list(texts) if texts is not None else [h.article.abstract for h in hits]
     for turns in (history, ()):
         chosen: list[Hit] = []
         excerpts: list[str] = []
-        for hit in hits:
-            if (
-                count(build_messages(question, [*chosen, hit], turns, excerpts=[*excerpts, hit.article.abstract]))
-                <= budget
-            ):
+        for hit, text in zip(hits, texts, strict=True):
+            if count(build_messages(question, [*chosen, hit], turns, excerpts=[*excerpts, text])) <= budget:
                 chosen.append(hit)
-                excerpts.append(hit.article.abstract)
+                excerpts.append(text)
                 continue
-            cut = _longest_excerpt(question, chosen, excerpts, hit, turns, budget, count)
+            cut = _longest_excerpt(question, chosen, excerpts, hit, text, turns, budget, count)
             if cut is not None:
                 chosen.append(hit)
                 excerpts.append(cut)
             break
         if chosen:
             messages = build_messages(question, chosen, turns, excerpts=excerpts)
-            truncated = int(excerpts[-1] != chosen[-1].article.abstract)
+            truncated = int(excerpts[-1] != texts[len(chosen) - 1])
             return Fitted(messages, tuple(chosen), truncated, len(hits) - len(chosen))
         if not hits:
             return Fitted(build_messages(question, [], turns), (), 0, 0)
@@ -96,12 +98,13 @@ def _longest_excerpt(
     chosen: list[Hit],
     excerpts: list[str],
     hit: Hit,
+    text: str,
     turns: Sequence[tuple[str, str]],
     budget: int,
     count: Callable[[Messages], int],
 ) -> str | None:
-    """The longest word-boundary prefix of ``hit``'s abstract that still fits (binary search)."""
-    words = hit.article.abstract.split(" ")
+    """The longest word-boundary prefix of ``text`` (``hit``'s) that still fits (binary search)."""
+    words = text.split(" ")
 
     def excerpt(n: int) -> str:
         return " ".join(words[:n]) + ELLIPSIS

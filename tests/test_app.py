@@ -20,7 +20,7 @@ from index.writer import ingest_files
 from ingest.sources import read_source
 from tests.conftest import REPO, HashingEncoder, ScriptedGenerator
 from webui.models import Models
-from webui.render import PLACEHOLDER
+from webui.render import PLACEHOLDER, WRITING
 from webui.service import ChatService, ChatSettings
 
 EVIDENCE = Config(top_k=3, min_score=0.05)
@@ -98,8 +98,10 @@ def test_respond_streams_markdown_and_html_tuples(demo: PubMedIndex) -> None:
     outputs = list(app.respond(_question(demo), [], service=service))
     assert len(outputs) >= 3
     assert all(isinstance(md, str) and isinstance(html, str) for md, html in outputs)
-    assert outputs[0][0] == PLACEHOLDER
-    assert next(md for md, _ in outputs if md != PLACEHOLDER).startswith("The")  # words arrive one by one
+    assert outputs[0] == (PLACEHOLDER, "")  # before the search: the user sees work has started
+    # Then the sources, with a note that the answer is being written, before the model's first word.
+    assert outputs[1][0] == WRITING.format(n=3) and "source-card" in outputs[1][1]
+    assert next(md for md, _ in outputs if md not in (PLACEHOLDER, outputs[1][0])).startswith("The")
     assert "The effect was clear" in outputs[-1][0]
 
 
@@ -148,8 +150,8 @@ def test_matched_passage_is_the_sentence_closest_to_the_question(demo: PubMedInd
 def test_abstention_is_rendered_as_such_and_the_model_is_not_asked(demo: PubMedIndex) -> None:
     service, generator = _service(demo, "never [1].", Config(top_k=3, min_score=0.99))
     outputs = list(app.respond("zzzz qqqq xxxx", [], service=service))
-    assert len(outputs) == 1
-    markdown, html = outputs[0]
+    assert len(outputs) == 2 and outputs[0] == (PLACEHOLDER, "")  # searching, then the abstention
+    markdown, html = outputs[1]
     assert markdown.startswith("**No answer in the indexed literature.**")
     assert "<h3>Closest abstracts (not an answer)</h3>" in html and "<b>Abstained:</b>" in html
     assert 'class="badge cited"' not in html

@@ -7,7 +7,7 @@ happens under a lock, so two sessions asking for a new model at once load it onc
 
 Gradio answers several chats at once, each in its own thread. A transformers model can generate
 for several threads at the same time; a llama.cpp ``Llama`` object cannot (it holds one context),
-so with ``--backend llama.cpp`` every model is wrapped in ``OneAtATime``.
+so a generator that says it is ``exclusive`` (llama.cpp) is wrapped in ``OneAtATime``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ class Models:
         return self._loaded[name]
 
     def _shareable(self, generator: Generator) -> Generator:
-        return OneAtATime(generator) if self.config.backend == "llama.cpp" else generator
+        exclusive = getattr(generator, "exclusive", False) or self.config.backend == "llama.cpp"
+        return OneAtATime(generator) if exclusive else generator
 
     def preload(self) -> None:
         """Load every offered model now (ZeroGPU: weights must be placed before any GPU call)."""

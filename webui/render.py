@@ -20,6 +20,7 @@ from chatbot.support import UNSUPPORTED_MARK, WEAK_MARK
 from index.search import Hit
 
 PLACEHOLDER = "_Searching the abstracts and writing an answer…_"
+WRITING = "_Found {n} abstracts (see Sources); writing the answer…_"
 ABSTAINED = "**No answer in the indexed literature.**"
 # The support check's plain-text marks and how the chat shows them (and back, for history).
 BADGES = {
@@ -37,7 +38,7 @@ _LINK = re.compile(r"\[\[(\d+)\]\]\([^)]*\)")
 def render_answer(answer: Answer) -> str:
     """Escaped answer Markdown: [n] markers link to the cited PubMed pages, then the reference list."""
     if not answer.done and not answer.text:
-        return PLACEHOLDER
+        return WRITING.format(n=len(answer.sources)) if answer.sources else PLACEHOLDER
     body = answer.text.split(REFERENCES_HEADING)[0].rstrip()
     urls = {c.n: c.url for c in answer.citations}
     text = re.sub(r"\[(\d+(?:, \d+)*)\]", lambda m: _link_numbers(m.group(1), urls), _untrusted(body))

@@ -110,6 +110,14 @@ class ChatService:
         retriever = SessionRetriever(index, retriever=settings.retriever, filters=settings.filters)
         return Chatbot(retriever, self.models.get(settings.model), config, encoder=index.encoder)
 
+    def warm(self) -> None:
+        """Load now what the first answer needs (query encoder, reranker, the generator's prompt start),
+        so the first question does not wait for it; the app runs this beside serving its page."""
+        index = self._index
+        index.query_encoder.encode(["warm-up"])
+        _ = index.reranker  # a lazy reranker loads its model here
+        self.chatbot(ChatSettings()).warm()
+
     @property
     def retrievers(self) -> list[tuple[str, str]]:
         """(label, name) pairs for the menu, the index's default first."""
@@ -129,7 +137,7 @@ class ChatService:
                 query_encoder=old.query_encoder,
                 max_seq_length=self.config.max_seq_length,
                 retriever=old.retriever,
-                reranker=old.reranker,
+                reranker=old._reranker,  # still lazy when no turn has reranked yet
             )
             self._index = fresh
         return fresh

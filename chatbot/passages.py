@@ -1,0 +1,115 @@
+"""The sentences of each retrieved abstract that bear on the question, for the prompt and the source cards.
+
+The index holds one vector per abstract, so it cannot say *where* an abstract matched. Here the
+question and every sentence of the retrieved abstracts are embedded in one encoder call (a few
+dozen short texts: cheap next to generation), and that one scoring serves twice:
+
+- the prompt: each source is given to the model as its most question-relevant sentences, in
+  the abstract's own order, within a token budget (``Config.passage_tokens``), instead of the whole
+  abstract. On a CPU prompt evaluation costs about as much per token as the answer's first words
+  wait for, so a prompt of passages answers several times sooner (BENCHMARKS.md, "Answer latency");
+- the source card: the single closest sentence (with the next one when it is short).
+
+Without an encoder (or with a budget of 0) the whole abstract is used, as before.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from index.encoder import Encoder
+from index.search import Hit
+
+# A sentence ends at . ! or ? before a capital, digit or bracket, except after abbreviations that
+# abstracts use mid-sentence ("30 vs. 15 mg", "Smith et al. 2019", "e.g. 5 days").
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\bvs\.)(?<!\bal\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bca\.)\s+(?=[A-Z0-9(\[])")
+SHORT_SENTENCE = 120  # characters; a shorter best match gets its next sentence for context
+GAP = " … "  # between sentences that are not next to each other in the abstract
+CHARS_PER_TOKEN = 4.0  # budget estimate when no tokenizer is given (English prose)
+
+
+def sentences(hit: Hit) -> list[str]:
+    """The abstract's sentences, section by section (a label never joins two sections)."""
+    return [s for section in hit.article.sections for s in _SENTENCE_END.split(section.text.strip()) if s]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One source's sentences and their cosine similarity to the question."""
+
+    hit: Hit
+    sentences: list[str]
+    scores: np.ndarray
+
+
+def score_sentences(query: str, hits: Sequence[Hit], encoder: Encoder | None) -> list[Scored] | None:
+    """Every sentence of every hit scored against ``query`` in one encoder call; None without an encoder."""
+    if encoder is None or not query.strip() or not hits:
+        return None
+    split = [sentences(h) for h in hits]
+    flat = [s for group in split for s in group]
+    if not flat:
+        return None
+    vectors = encoder.encode([query, *flat])
+    scores = vectors[1:] @ vectors[0]  # unit vectors: inner product is cosine
+    scored, start = [], 0
+    for hit, group in zip(hits, split, strict=True):
+        scored.append(Scored(hit, group, np.asarray(scores[start : start + len(group)], dtype=np.float32)))
+        start += len(group)
+    return scored
+
+
+def best_passage(scored: Scored) -> str:
+    """The closest sentence, with the next one when it is short (the source card's quote)."""
+    if not scored.sentences:
+        return scored.hit.article.conclusion
+    best = int(np.argmax(scored.scores))
+    passage = scored.sentences[best]
+    if len(passage) < SHORT_SENTENCE and best + 1 < len(scored.sentences):
+        passage += " " + scored.sentences[best + 1]
+    return passage
+
+
+def relevant_excerpt(scored: Scored, budget: int, count: Callable[[str], int] | None = None) -> str:
+    """The most question-relevant sentences within ``budget`` tokens, in the abstract's order.
+
+    The best sentence is always kept (cut at a word if it alone is over budget); a sentence that
+    does not fit is skipped for a shorter, less relevant one that does.
+    """
+    count = count or (lambda text: int(len(text) / CHARS_PER_TOKEN) + 1)
+    if not scored.sentences:
+        return scored.hit.article.abstract
+    chosen: list[int] = []
+    used = 0
+    for i in np.argsort(-scored.scores, kind="stable").tolist():
+        cost = count(scored.sentences[i])
+        if used + cost <= budget or not chosen:
+            chosen.append(i)
+            used += cost
+    chosen.sort()
+    if len(chosen) == len(scored.sentences):
+        return scored.hit.article.abstract
+    parts, previous = [], None
+    for i in chosen:
+        if previous is not None:
+            parts.append(" " if i == previous + 1 else GAP)
+        parts.append(scored.sentences[i])
+        previous = i
+    text = "".join(parts)
+    return text if count(text) <= budget * 2 else _cut(text, budget * CHARS_PER_TOKEN)
+
+
+def _cut(text: str, chars: float) -> str:
+    return text[: int(chars)].rsplit(" ", 1)[0] + " …"
+
+
+def matched_passages(query: str, hits: Sequence[Hit], encoder: Encoder | None) -> dict[str, str]:
+    """PMID -> the sentence(s) of that abstract closest to ``query`` (the abstract's conclusion without an encoder)."""
+    scored = score_sentences(query, hits, encoder)
+    if scored is None:
+        return {h.pmid: h.article.conclusion for h in hits}
+    return {s.hit.pmid: best_passage(s) for s in scored}
