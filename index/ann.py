@@ -1,8 +1,8 @@
 """Approximate vector search for large indexes: HNSW or IVF-PQ, derived from the flat index.
 
-The flat ``IndexIDMap2`` in ``vectors.faiss`` stays the canonical, editable copy of every vector
-(ingest replaces and deletes in it). When an index grows past what exact search serves quickly,
-each ingest also derives ``ann.faiss`` from it (``build_ann``), and searches go there:
+The flat vector segments (``index/segments.py``) stay the canonical copy of every vector. When an
+index grows past what exact search serves quickly, each ingest also derives an approximate index
+from them (``build_ann``), and searches go there:
 
 - ``hnsw``: a graph over the full vectors (``IndexHNSWFlat``, M=32). Recall close to exact and
   fast, but it holds the full vectors plus the graph, so it saves time, not memory.
@@ -14,7 +14,10 @@ each ingest also derives ``ann.faiss`` from it (``build_ann``), and searches go 
 Both are one small backend behind the same three calls (``build``, ``search``, ``save``/``load``),
 chosen by ``--index-type`` or, with ``auto``, by collection size (``choose_kind``).
 
-IVF-PQ is carried forward between generations (``update_ivfpq``): training (k-means on a sample,
+An ingest now keeps IVF-PQ per vector segment (``index/ann_segments.py``: one training, each
+segment encoded once); the single-file update below is what it replaced, kept for the benchmarks
+and for reading indexes written before. IVF-PQ is carried forward between generations
+(``update_ivfpq``): training (k-means on a sample,
 then encoding every vector) costs about an hour at 24M abstracts, while a daily update file
 changes a few thousand. An ingest copies the live generation's trained index into RAM, removes
 the PMIDs whose vectors went (deleted or replaced), adds the new vectors with their PMIDs as ids,

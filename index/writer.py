@@ -3,8 +3,9 @@
 Events are applied in order to a staged copy of the metadata. Every text that differs from the
 indexed one goes to a background encoder as soon as it is read (``index/embedder.py``); its
 vector lands in a resume cache inside the staging folder. When all sources are read, the rows
-whose text changed get their vectors from the cache, and the new generation is committed
-atomically.
+whose text changed get their vectors from the cache, written as one new vector segment next to
+hard links of the live ones (``index/segments.py``: the vectors that went are tombstoned, not
+rewritten), and the new generation is committed atomically.
 
 Failure semantics (issue #3, kept): if any source cannot be read, or a record is malformed under
 ``strict``, the remaining sources are still read so that every problem is reported at once, then
