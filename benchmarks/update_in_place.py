@@ -109,7 +109,9 @@ def _load_update(update: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def child(path_name: str, gen1: Path, gen2: Path, update: Path, out: Path) -> None:
     before, start = io_counters(), time.perf_counter()
-    {"full_copy": full_copy, "segments": segments}[path_name](gen1, gen2, update)
+    paths = {"full_copy": full_copy, "segments": segments, "meta_full_copy": meta_full_copy}
+    paths["meta_segments"] = meta_segments
+    paths[path_name](gen1, gen2, update)
     for path in gen2.rglob("*"):  # durable, as IndexDir.commit makes a generation
         if path.is_file() and path.stat().st_nlink == 1:
             with open(path, "rb") as handle:
@@ -132,6 +134,126 @@ def run_child(path_name: str, gen1: Path, gen2: Path, update: Path) -> dict[str,
     command = [sys.executable, "-m", "benchmarks.update_in_place", "--child", path_name]
     subprocess.run([*command, str(gen1), str(gen2), str(update), str(out)], check=True)
     return json.loads(out.read_text(encoding="utf-8"))
+
+
+# --- metadata: the same comparison for the SQLite store, with real update-file records ---------------
+
+UPDATE_FILE = "pubmed21n1298.xml.gz"  # a real daily update file (shared/data/pubmed): 18,446 abstracts
+BASELINE_FILE = "pubmed20n0014.xml.gz"  # a real baseline file: 14,832 abstracts, cloned to fill the base
+
+
+def real_articles(name: str) -> list:
+    from ingest import Article, read_source
+    from tests.conftest import SHARED
+
+    return [e for e in read_source(SHARED / "data" / "pubmed" / name) if isinstance(e, Article) and e.sections]
+
+
+def base_articles(n: int):
+    """``n`` real baseline abstracts, cycled, with PMIDs 1..n (``PMID_STEP`` apart)."""
+    from dataclasses import replace
+
+    real = real_articles(BASELINE_FILE)
+    for i in range(n):
+        yield replace(real[i % len(real)], pmid=str((i + 1) * PMID_STEP))
+
+
+def update_articles(n_base: int) -> list:
+    """The real update file's abstracts: every third becomes a revision of an indexed PMID (as in a
+    daily file, most of which revise), the rest keep their own (new) PMIDs."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(4)
+    out = []
+    for i, article in enumerate(real_articles(UPDATE_FILE)):
+        if i % 3 == 0:
+            article = replace(article, pmid=str(int(rng.integers(1, n_base + 1)) * PMID_STEP))
+        out.append(article)
+    return out
+
+
+def apply_update(store, update: list, deleted: list[int]) -> None:
+    """What the writer's reading does to the store for each record (index/writer.py ``_Reading``)."""
+    for article in update:
+        state = store.state(article.pmid)
+        store.touch(article.pmid)
+        store.upsert(article, indexed_hash=state[1] if state else None)
+    for pmid in deleted:
+        if store.state(str(pmid)) is not None:
+            store.delete(str(pmid))
+    store.mark_indexed([pmid for pmid, _ in store.pending()])
+    store.commit()
+
+
+def meta_full_copy(gen1: Path, gen2: Path, update: Path) -> None:
+    import sqlite3
+
+    from index.store import MetadataStore
+
+    source = sqlite3.connect((gen1 / "articles.sqlite").resolve().as_uri() + "?mode=ro", uri=True)
+    target = sqlite3.connect(gen2 / "articles.sqlite")
+    with target:
+        source.backup(target)  # what IndexDir.begin did
+    source.close()
+    target.close()
+    store = MetadataStore(gen2 / "articles.sqlite")
+    apply_update(store, *_meta_update(update))
+    store.close()
+
+
+def meta_segments(gen1: Path, gen2: Path, update: Path) -> None:
+    from index import meta_segments as meta
+
+    store = meta.stage(gen2, gen1, [["articles.sqlite", -1]], 1)
+    apply_update(store, *_meta_update(update))
+    store.count()
+    meta.finish(gen2, store)
+
+
+def _meta_update(update: Path) -> tuple[list, list[int]]:
+    from ingest import Article
+    from ingest.jsonl import read_jsonl
+
+    events = [e for e in read_jsonl(update) if isinstance(e, Article)]
+    return events, json.loads(update.with_suffix(".deleted.json").read_text())
+
+
+def run_metadata(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
+    from index.store import MetadataStore
+
+    gen1 = tmp / "meta-gen1"
+    gen1.mkdir()
+    start = time.perf_counter()
+    store = MetadataStore(gen1 / "articles.sqlite")
+    for article in base_articles(args.meta_n):
+        store.upsert(article, indexed_hash=article.text_hash)
+    store.commit()
+    store.close()
+    update = update_articles(args.meta_n)
+    path = tmp / "meta-update.jsonl"
+    with open(path, "w") as out:
+        for a in update:
+            record = {"pmid": a.pmid, "title": a.title, "abstract": a.abstract, "journal": a.journal, "year": a.year}
+            record.update(authors=list(a.authors), mesh=list(a.mesh), publication_types=list(a.publication_types))
+            out.write(json.dumps(record) + "\n")
+    deleted = (np.random.default_rng(6).choice(args.meta_n, args.deleted, replace=False) + 1) * PMID_STEP
+    path.with_suffix(".deleted.json").write_text(json.dumps(deleted.tolist()))
+    result: dict[str, object] = {
+        "rows": args.meta_n,
+        "base_s": time.perf_counter() - start,
+        "base_mb": (gen1 / "articles.sqlite").stat().st_size / 2**20,
+        "update_records": len(update),
+        "update_file_mb": (tmp / "meta-update.jsonl").stat().st_size / 2**20,
+    }
+    result["full_copy"] = run_child("meta_full_copy", gen1, tmp / "meta-full-gen2", path)
+    result["segments"] = run_child("meta_segments", gen1, tmp / "meta-seg-gen2", path)
+    from index import meta_segments as meta
+
+    full = MetadataStore(tmp / "meta-full-gen2" / "articles.sqlite", read_only=True)
+    segmented = meta.open_store(tmp / "meta-seg-gen2", [["articles.sqlite", -1], ["articles-000001.sqlite", -1]])
+    query = "SELECT * FROM articles ORDER BY pmid"
+    result["rows_identical"] = full.db.execute(query).fetchall() == segmented.db.execute(query).fetchall()
+    return result
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -240,6 +362,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--clusters", type=int, default=4096)
     parser.add_argument("--spread", type=float, default=1.7)
+    parser.add_argument("--part", choices=["vectors", "metadata"], default="vectors")
+    parser.add_argument("--meta-n", type=int, default=200_000, help="metadata rows before the update (--part metadata)")
     parser.add_argument("--tmp", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None)
     return parser.parse_args(argv)
@@ -252,9 +376,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="update-in-place-", dir=args.tmp) as tmp:
-        result = run(args, Path(tmp))
+        result = run(args, Path(tmp)) if args.part == "vectors" else run_metadata(args, Path(tmp))
     result["machine"] = machine_line(machine_info())
-    path = write_result(args.out, f"update_in_place_{args.n}", result)
+    name = f"update_in_place_{args.n}" if args.part == "vectors" else f"update_in_place_meta_{args.meta_n}"
+    path = write_result(args.out, name, result)
     print(json.dumps(result, indent=2))
     print(table(result))
     print(f"written to {path}")

@@ -21,10 +21,10 @@ from index.encoder import Encoder, load_encoder
 from index.filters import Filters
 from index.hybrid import DEFAULT_RETRIEVER, Ranked, check_retriever, rank
 from index.manifest import Manifest
+from index.meta_segments import open_store
 from index.rerank import Reranker
 from index.segments import SegmentedVectors
-from index.storage import MANIFEST, METADATA, IndexDir
-from index.store import MetadataStore
+from index.storage import MANIFEST, IndexDir
 from ingest.records import Article
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class PubMedIndex:
         self.ann = open_segmented(self.generation, self.vectors) if self.manifest.ann == "ivfpq" else None
         if self.ann is None:  # HNSW, or IVF-PQ written before segments; None: the flat vectors are searched
             self.ann = open_ann(self.generation, self.manifest, self.vectors)
-        self.store = MetadataStore(self.generation / METADATA, read_only=True)
+        self.store = open_store(self.generation, self.manifest.meta_segments)
         self.retriever = check_retriever(retriever)
         self._reranker = reranker
         self._encoder, self._query_encoder = encoder, query_encoder

@@ -27,8 +27,8 @@ everything here only creates new files. A PMID has at most one live vector in a 
 from __future__ import annotations
 
 import logging
-import math
 import os
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -58,9 +58,13 @@ def ids_file(name: str) -> str:
     return name.removesuffix(".faiss") + IDS_SUFFIX
 
 
-def level(live: int) -> int:
-    """The size class of a segment of ``live`` vectors."""
-    return int(math.log(max(live, 1), MERGE_FACTOR))
+def level(live: int, factor: int | None = None) -> int:
+    """The size class of a segment of ``live`` vectors: floor(log_factor(live)), in integers."""
+    factor, found = factor or MERGE_FACTOR, 0
+    while live >= factor:
+        live //= factor
+        found += 1
+    return found
 
 
 @dataclass
@@ -94,6 +98,9 @@ def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
 def read_segments(generation: Path, names: list[str]) -> list[Segment]:
     """The segments of a generation (``names`` from its manifest; [] = an older single-file index)."""
     names = names or ([FIRST] if (generation / FIRST).exists() else [])
+    for name in names:  # a manifest may come from a downloaded index: names are never paths
+        if not re.fullmatch(r"vectors(-\d{6})?\.faiss", name):
+            raise ValueError(f"manifest names {name!r} as a vector segment; rebuild the index")
     pairs = _load_tombstones(generation / TOMBSTONES)
     segments = []
     for name in names:

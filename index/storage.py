@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,16 +72,13 @@ class IndexDir:
             yield
 
     def begin(self) -> Path:
-        """A fresh staging folder holding a copy of the live metadata (if any)."""
+        """A fresh staging folder (the writer links the live segments into it: nothing is copied)."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".staging-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         self._adopt_resume_cache(staging)
         self._remove_stale_staging(keep=staging)
         self._remove_orphans()
-        live = self.current()
-        if live is not None:
-            _copy_sqlite(live / METADATA, staging / METADATA)
         return staging
 
     def commit(self, staging: Path) -> Path:
@@ -134,15 +130,6 @@ class IndexDir:
         for old in self.root.glob("gen-*"):
             if int(old.name.split("-")[1]) < keep - _KEEP_OLD:
                 shutil.rmtree(old, ignore_errors=True)
-
-
-def _copy_sqlite(source: Path, target: Path) -> None:
-    src = sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
-    dst = sqlite3.connect(target)
-    with dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
 
 
 def _written_here(staging: Path) -> list[Path]:

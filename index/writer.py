@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from config import Config
+from index import meta_segments
 from index.ann import VectorChanges
 from index.derived import finish_generation
 from index.embedder import BackgroundEmbedder
@@ -34,7 +35,7 @@ from index.encoder import Encoder
 from index.encoding import check_same_encoder, encoder_identity, load_for_ingest
 from index.manifest import Manifest, SourceFile
 from index.segments import SegmentWrite, write_segments
-from index.storage import MANIFEST, METADATA, RESUME_CACHE, IndexDir
+from index.storage import MANIFEST, RESUME_CACHE, IndexDir
 from index.store import MetadataStore
 from index.vector_cache import VectorCache
 from ingest.records import Article, Deletion, Event, IngestFailed, IngestSummary, Skipped, SourceError
@@ -71,7 +72,8 @@ def ingest_files(
             log.info("Nothing to do: every source is already in the index (same checksum).")
             return summary
         staging = layout.begin()
-        store = MetadataStore(staging / METADATA)
+        number = manifest.meta_next if manifest else 0  # the metadata segment this ingest writes
+        store = meta_segments.stage(staging, live, manifest.meta_segments if manifest else [], number)
         cache = VectorCache(staging / RESUME_CACHE, encoder_identity(encoder, manifest, config))
         embedder = BackgroundEmbedder(
             lambda: load_for_ingest(encoder, manifest, config),
@@ -215,7 +217,7 @@ def _write_generation(
     manifest.files.extend(files)
     manifest.segments = written.names
     manifest.documents, manifest.updated_at = store.count(), _now()
-    store.close()
+    manifest.meta_segments, manifest.meta_next = meta_segments.finish(staging, store)
     manifest.save(staging / MANIFEST)
     return changes, written
 

@@ -4,7 +4,8 @@
 CLI code (argument parsing, reading, staging, resume cache, commit) except two things, both only
 to make the moments catchable: the encoder is the hashing encoder of ``conftest.py`` (exact,
 deterministic vectors; no model to load) sleeping ``ENCODE_DELAY_S`` per call, each vector segment
-written (``index/segments.py``: the new one, then any merge) is followed by ``SEGMENT_DELAY_S``,
+written (``index/segments.py``: the new one, then any merge) and each metadata merge
+(``index/meta_segments.py``) is followed by ``SEGMENT_DELAY_S``,
 and each fsync of a commit waits ``FSYNC_DELAY_S`` first, so these steps take long enough to be
 interrupted.
 
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 import index.encoding
+import index.meta_segments
 import index.segments
 import index.storage
 from tests.conftest import HashingEncoder
@@ -49,8 +51,16 @@ def main() -> int:
         time.sleep(SEGMENT_DELAY_S)
         return segment
 
+    real_meta_merge = index.meta_segments._merge
+
+    def slow_meta_merge(*args, **kwargs):
+        segment = real_meta_merge(*args, **kwargs)
+        time.sleep(SEGMENT_DELAY_S)
+        return segment
+
     index.encoding._load = lambda manifest, config: SlowHashingEncoder()
     index.segments._write_segment = slow_write_segment
+    index.meta_segments._merge = slow_meta_merge
     index.storage._fsync = slow_fsync
     from ingest.__main__ import main as cli
 

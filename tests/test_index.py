@@ -14,6 +14,7 @@ import pytest
 
 from config import Config
 from index.manifest import Manifest
+from index.meta_segments import open_generation as open_metadata
 from index.search import PubMedIndex
 from index.segments import open_generation
 from index.storage import MANIFEST, METADATA, VECTORS, IndexBusy, IndexDir, IndexNotFound
@@ -46,7 +47,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def stored(index_dir: Path) -> dict[str, Article]:
-    store = MetadataStore(IndexDir(index_dir).require_current() / METADATA, read_only=True)
+    store = open_metadata(IndexDir(index_dir).require_current())
     try:
         return {a.pmid: a for a in store.iter_articles()}
     finally:

@@ -7,8 +7,11 @@ encoder, slowed down so that each moment can be caught) and is killed with SIGKI
 directory shows it has reached a given step. The run adds 400 demo abstracts, an update file
 with versions and deletions, a revised copy of an already indexed file and a deletion file on
 top of an existing index, so additions, replacements and deletions are all interrupted. Two of the
-base index's three vectors go (one replaced, one deleted), so its segment is rewritten by a merge
-(``index/segments.py``) in the same run: the "merging" moment kills the ingest inside that merge.
+base index's three vectors go (one replaced, one deleted), so its vector segment and its metadata
+segment are each rewritten by a merge (``index/segments.py``, ``index/meta_segments.py``) in the
+same run: "merging" kills the ingest inside the vector merge, "metadata-merge" once the metadata
+merge has begun (its output file exists; the driver then holds the process after the merge, so
+the kill lands inside it or just after it, before the commit).
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ import pytest
 
 from config import Config
 from index.manifest import Manifest
+from index.meta_segments import open_generation as open_metadata
 from index.segments import open_generation
-from index.storage import MANIFEST, METADATA, RESUME_CACHE, IndexDir
-from index.store import MetadataStore
+from index.storage import MANIFEST, RESUME_CACHE, IndexDir
 from index.writer import ingest_files
 from ingest import read_source
 from tests.conftest import DEMO_CORPUS, REPO, HashingEncoder
@@ -130,6 +133,7 @@ MOMENTS: dict[str, Callable[[Path], bool]] = {
     "half-embedded": lambda d: cached_vectors(d) >= 200,
     "writing-generation": lambda d: any(any(s.glob("vectors*.faiss")) for s in stagings(d)),
     "merging": lambda d: any(merging(s) for s in stagings(d)),
+    "metadata-merge": lambda d: any((s / "articles-000002.sqlite").exists() for s in stagings(d)),
     "renamed-not-current": lambda d: (d / "gen-000002").exists(),
 }
 
@@ -149,7 +153,7 @@ def merging(staging: Path) -> bool:
 def contents(index_dir: Path) -> dict[str, object]:
     """Everything an index means: rows (with their indexed text), vectors by PMID, manifest."""
     generation = IndexDir(index_dir).require_current()
-    store = MetadataStore(generation / METADATA, read_only=True)
+    store = open_metadata(generation)
     rows = store.db.execute("SELECT * FROM articles ORDER BY pmid").fetchall()
     store.close()
     segmented = open_generation(generation)
@@ -197,7 +201,7 @@ def test_kill_then_same_command_equals_uninterrupted_run(moment, sources, base_i
     assert_same_as_reference(index_dir, reference)
     expected = dict(reference["summary"])
     assert {k: v for k, v in summary.items() if k != "resumed"} == {k: v for k, v in expected.items() if k != "resumed"}
-    if moment in ("half-embedded", "writing-generation", "merging"):
+    if moment in ("half-embedded", "writing-generation", "merging", "metadata-merge"):
         assert summary["resumed"] >= 192  # whole 32-text windows embedded before the kill were reused
     if moment == "renamed-not-current":
         assert summary["resumed"] == 0  # the cache is dropped before the rename: all is embedded again

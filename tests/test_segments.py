@@ -1,6 +1,7 @@
-"""Vector segments (``index/segments.py``): an ingest links the live segments, writes only what
-changed, tombstones what went and merges by size class; the result searches exactly like one
-index built from scratch of the same records, and readers of the old generation keep working."""
+"""Vector and metadata segments (``index/segments.py``, ``index/meta_segments.py``): an ingest
+links the live segments, writes only what changed, marks dead what went and merges by size class;
+the result searches exactly like one index built from scratch of the same records, and readers of
+the old generation keep working."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from config import Config
-from index import segments
+from index import meta_segments, segments
 from index.manifest import Manifest
 from index.search import PubMedIndex
 from index.segments import TOMBSTONES, open_generation
@@ -74,6 +75,28 @@ def segment_names(index_dir: Path) -> list[str]:
     return Manifest.load(live(index_dir) / MANIFEST).segments
 
 
+def meta_names(index_dir: Path) -> list[str]:
+    return [name for name, _ in Manifest.load(live(index_dir) / MANIFEST).meta_segments]
+
+
+def rows(index_dir: Path) -> list[tuple]:
+    store = meta_segments.open_generation(live(index_dir))
+    try:
+        return store.db.execute("SELECT * FROM articles ORDER BY pmid").fetchall()
+    finally:
+        store.close()
+
+
+def dead_rows(generation: Path, name: str) -> set[tuple[int, int]]:
+    import sqlite3
+
+    db = sqlite3.connect(generation / name)
+    try:
+        return set(db.execute("SELECT seg, pmid FROM dead"))
+    finally:
+        db.close()
+
+
 def vectors_by_pmid(index_dir: Path) -> dict[int, bytes]:
     vectors = open_generation(live(index_dir))
     ids = vectors.ids()
@@ -106,8 +129,11 @@ def test_an_update_writes_a_new_segment_and_links_the_old_ones(tmp_path, files):
     ingest([files["b"]], index_dir)
     second = live(index_dir)
     assert segment_names(index_dir) == ["vectors.faiss", "vectors-000001.faiss"]
-    assert os.stat(first / "vectors.faiss").st_ino == os.stat(second / "vectors.faiss").st_ino  # not rewritten
-    assert not (second / TOMBSTONES).exists()
+    assert meta_names(index_dir) == ["articles.sqlite", "articles-000001.sqlite"]
+    for name in ("vectors.faiss", "articles.sqlite"):  # the same files, not copies
+        assert os.stat(first / name).st_ino == os.stat(second / name).st_ino
+    assert not (second / TOMBSTONES).exists() and not dead_rows(second, "articles-000001.sqlite")
+    assert len(rows(index_dir)) == 100
     assert len(PubMedIndex(index_dir, encoder=DistinctEncoder())) == 100
 
 
@@ -124,6 +150,9 @@ def test_deleting_a_pmid_that_lives_in_an_old_segment(tmp_path, files):
     tombstones = {tuple(pair) for pair in np.load(generation / TOMBSTONES).tolist()}
     assert tombstones == {(0, 7), (0, 20), (0, 21), (1, 55)}  # in the segments holding them, files untouched
     assert segment_names(index_dir) == ["vectors.faiss", "vectors-000001.faiss"]
+    assert meta_names(index_dir) == ["articles.sqlite", "articles-000001.sqlite", "articles-000002.sqlite"]
+    assert dead_rows(generation, "articles-000002.sqlite") == {(0, 7), (0, 20), (0, 21), (1, 55)}
+    assert {r[0] for r in rows(index_dir)} == set(range(1, 101)) - {7, 20, 21, 55}
     after = PubMedIndex(index_dir, encoder=DistinctEncoder())
     assert len(after) == 96 and set(vectors_by_pmid(index_dir)) == set(range(1, 101)) - {7, 20, 21, 55}
     deep = [h.pmid for h in after.search(title_7, 96, retriever="dense")]
@@ -131,6 +160,7 @@ def test_deleting_a_pmid_that_lives_in_an_old_segment(tmp_path, files):
     with pytest.raises(KeyError, match="PMID 7"):
         after.vectors.vectors(np.array([7]))
     assert before.search(title_7, 1, retriever="dense")[0].pmid == "7"  # the old reader keeps its state
+    assert before.store.get([7])["7"].title == title_7 and "7" not in after.store.get([7])
 
 
 def test_segments_of_a_size_class_merge_into_one(tmp_path, files, monkeypatch):
@@ -144,6 +174,22 @@ def test_segments_of_a_size_class_merge_into_one(tmp_path, files, monkeypatch):
     fresh = tmp_path / "fresh"
     ingest([files["a"], files["b"]], fresh)
     assert vectors_by_pmid(index_dir) == vectors_by_pmid(fresh)
+
+
+def test_metadata_segments_merge_by_size_class_and_by_count(tmp_path, files, monkeypatch):
+    monkeypatch.setattr(meta_segments, "MERGE_FACTOR", 2)
+    index_dir = tmp_path / "index"
+    ingest([files["a"]], index_dir)
+    ingest([files["b"]], index_dir)  # 50 and 50 rows: the same class, merged
+    assert meta_names(index_dir) == ["articles-000002.sqlite"]
+    monkeypatch.setattr(meta_segments, "MERGE_FACTOR", 100)
+    monkeypatch.setattr(meta_segments, "MAX_SEGMENTS", 2)
+    ingest([files["c"]], index_dir)
+    ingest([files["d"]], index_dir)  # a third segment: the two smallest merge
+    assert len(meta_names(index_dir)) == 2
+    fresh = tmp_path / "fresh"
+    ingest([files["a"], files["b"], files["c"], files["d"]], fresh)
+    assert rows(index_dir) == rows(fresh)
 
 
 def test_a_mostly_dead_segment_is_rewritten(tmp_path, files):
@@ -167,6 +213,7 @@ def test_updates_search_exactly_like_a_fresh_build(tmp_path, files, monkeypatch,
     fresh = tmp_path / "fresh"
     ingest(order, fresh)
     assert vectors_by_pmid(index_dir) == vectors_by_pmid(fresh)
+    assert rows(index_dir) == rows(fresh)
     updated, scratch = (PubMedIndex(d, encoder=DistinctEncoder()) for d in (index_dir, fresh))
     titles = [a.title for a in scratch.store.get(range(1, 151)).values()]
     queries = [*titles[::3], "w1 w2 w3", "w42"]
