@@ -146,12 +146,9 @@ def numpy_top_k(matrix: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) 
 
 
 def stored_vectors(index: PubMedIndex) -> tuple[np.ndarray, np.ndarray]:
-    """The FAISS index's own vectors and PMIDs, so both searches see exactly the same data."""
-    import faiss
-
-    mapped = index.vectors.index
-    flat = faiss.downcast_index(mapped.index)
-    return flat.reconstruct_n(0, mapped.ntotal), faiss.vector_to_array(mapped.id_map)
+    """The index's own live vectors and PMIDs, so both searches see exactly the same data."""
+    ids = index.vectors.ids()
+    return index.vectors.vectors(ids), ids
 
 
 def measure_queries(index: PubMedIndex, encoder: Encoder, queries: Sequence[str]) -> dict[str, object]:

@@ -1,8 +1,8 @@
 """Approximate vector search for large indexes: HNSW or IVF-PQ, derived from the flat index.
 
-The flat ``IndexIDMap2`` in ``vectors.faiss`` stays the canonical, editable copy of every vector
-(ingest replaces and deletes in it). When an index grows past what exact search serves quickly,
-each ingest also derives ``ann.faiss`` from it (``build_ann``), and searches go there:
+The flat vector segments (``index/segments.py``) stay the canonical copy of every vector. When an
+index grows past what exact search serves quickly, each ingest also derives an approximate index
+from them (``build_ann``), and searches go there:
 
 - ``hnsw``: a graph over the full vectors (``IndexHNSWFlat``, M=32). Recall close to exact and
   fast, but it holds the full vectors plus the graph, so it saves time, not memory.
@@ -14,7 +14,10 @@ each ingest also derives ``ann.faiss`` from it (``build_ann``), and searches go 
 Both are one small backend behind the same three calls (``build``, ``search``, ``save``/``load``),
 chosen by ``--index-type`` or, with ``auto``, by collection size (``choose_kind``).
 
-IVF-PQ is carried forward between generations (``update_ivfpq``): training (k-means on a sample,
+An ingest now keeps IVF-PQ per vector segment (``index/ann_segments.py``: one training, each
+segment encoded once); the single-file update below is what it replaced, kept for the benchmarks
+and for reading indexes written before. IVF-PQ is carried forward between generations
+(``update_ivfpq``): training (k-means on a sample,
 then encoding every vector) costs about an hour at 24M abstracts, while a daily update file
 changes a few thousand. An ingest copies the live generation's trained index into RAM, removes
 the PMIDs whose vectors went (deleted or replaced), adds the new vectors with their PMIDs as ids,
@@ -198,8 +201,8 @@ def build_hnsw(flat: VectorIndex) -> AnnIndex:
     index = faiss.IndexHNSWFlat(flat.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     mapped = faiss.IndexIDMap(index)  # HNSW stores no ids of its own
-    for start, stop, ids in _batches(flat):
-        mapped.add_with_ids(_inner(flat).reconstruct_n(start, stop - start), ids)
+    for ids, vectors in flat.batches(_ADD_BATCH):
+        mapped.add_with_ids(vectors, ids)
     return AnnIndex(mapped, "hnsw")
 
 
@@ -211,15 +214,15 @@ def train_ivfpq(flat: VectorIndex) -> AnnIndex:
     count, nlist, pq_bytes = len(flat), nlist_for(len(flat)), pq_bytes_for(flat.dim)
     index = faiss.IndexIVFPQ(faiss.IndexFlatIP(flat.dim), flat.dim, nlist, pq_bytes, 8)
     index.metric_type = faiss.METRIC_INNER_PRODUCT
-    index.train(_sample(_inner(flat), count))
+    index.train(_sample(flat, count))
     training = Training("ivfpq", flat.dim, nlist, pq_bytes, trained_on=count, trained_at=_now())
     return AnnIndex(index, "ivfpq", training=training)
 
 
 def add_all(ann: AnnIndex, flat: VectorIndex) -> AnnIndex:
     """Encode every vector of ``flat`` into the trained, empty ``ann`` (IVF stores the PMIDs itself)."""
-    for start, stop, ids in _batches(flat):
-        ann.index.add_with_ids(_inner(flat).reconstruct_n(start, stop - start), ids)
+    for ids, vectors in flat.batches(_ADD_BATCH):
+        ann.index.add_with_ids(vectors, ids)
     return ann
 
 
@@ -255,27 +258,11 @@ def needs_training(previous: Training | None, flat: VectorIndex, changes: Vector
     return ""
 
 
-def _inner(flat: VectorIndex):
-    import faiss
-
-    return faiss.downcast_index(flat.index.index)
-
-
-def _batches(flat: VectorIndex):
-    """(start row, stop row, PMIDs) of ``flat`` in blocks of ``_ADD_BATCH``."""
-    import faiss
-
-    ids = faiss.vector_to_array(flat.index.id_map).astype(np.int64)
-    for start in range(0, len(ids), _ADD_BATCH):
-        stop = min(start + _ADD_BATCH, len(ids))
-        yield start, stop, ids[start:stop]
-
-
-def _sample(inner, count: int) -> np.ndarray:
+def _sample(flat: VectorIndex, count: int) -> np.ndarray:
     """A reproducible, evenly spread training sample of the stored vectors."""
     wanted = max(_TRAIN_PER_CELL * nlist_for(count), 256 * 39)  # PQ's 256 code words need ~10k points too
     rows = np.linspace(0, count - 1, num=min(count, wanted)).astype(np.int64)
-    return np.stack([inner.reconstruct(int(r)) for r in np.unique(rows)])
+    return flat.vectors(flat.ids()[np.unique(rows)])
 
 
 def build_for_generation(

@@ -162,10 +162,7 @@ class BM25Index:
 
 def build_for_generation(generation: Path) -> BM25Index:
     """(Re)build the BM25 index of a (staged) generation from its metadata store and save it there."""
-    from index.storage import METADATA
-    from index.store import MetadataStore
-
-    store = MetadataStore(generation / METADATA, read_only=True)
+    store = _open_store(generation)
     try:
         return BM25Index.write(generation / BM25_DIR, store.iter_articles())
     finally:
@@ -182,14 +179,19 @@ def open_for_generation(generation: Path) -> BM25Index:
 
 
 def _build_from_store(generation: Path) -> BM25Index:
-    from index.storage import METADATA
-    from index.store import MetadataStore
-
-    store = MetadataStore(generation / METADATA, read_only=True)
+    store = _open_store(generation)
     try:
         return BM25Index.build(store.iter_articles())
     finally:
         store.close()
+
+
+def _open_store(generation: Path):
+    from index.manifest import Manifest
+    from index.meta_segments import open_store
+    from index.storage import MANIFEST
+
+    return open_store(generation, Manifest.load(generation / MANIFEST).meta_segments)
 
 
 # The two-pass build. bm25s.BM25.index needs every document's tokens at once (Python lists, then

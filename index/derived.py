@@ -14,10 +14,11 @@ from pathlib import Path
 
 from config import Config
 from index import ann, bm25
+from index.ann_segments import build_for_segments
 from index.encoder import query_partner
 from index.manifest import Manifest
-from index.storage import MANIFEST, VECTORS
-from index.vectors import VectorIndex
+from index.segments import SegmentedVectors, SegmentWrite
+from index.storage import MANIFEST
 
 BM25_DESCRIPTION = f"bm25s lucene k1={bm25.K1} b={bm25.B}, English stopwords, Snowball stemming"
 
@@ -29,22 +30,25 @@ def finish_generation(
     new: bool,
     previous: Path | None = None,
     changes: ann.VectorChanges | None = None,
+    written: SegmentWrite | None = None,
 ) -> Manifest:
     """Build BM25 and (for large indexes) the ANN index into ``staging``; settle the manifest.
 
-    ``previous`` is the live generation and ``changes`` what this ingest did to its vectors: with
-    both, a trained IVF-PQ index is updated instead of retrained (``index/ann.py``)."""
+    ``previous`` is the live generation, ``changes`` what this ingest did to its vectors and
+    ``written`` which vector segments it wrote: with all three, a trained IVF-PQ index is updated
+    segment by segment instead of retrained (``index/ann_segments.py``)."""
     manifest = Manifest.load(staging / MANIFEST)
     _settle_query_encoder(manifest, config, new=new)
     bm25.build_for_generation(staging)
     manifest.bm25 = BM25_DESCRIPTION
-    flat = VectorIndex.load(staging / VECTORS, mmap=True)
-    manifest.ann = ann.build_for_generation(staging, flat, config.index_type, previous=previous, changes=changes)
+    vectors = SegmentedVectors.open(staging, manifest.segments, manifest.dim, eager=False)
+    written = written or SegmentWrite(manifest.segments, manifest.segments, [])
+    manifest.ann = build_for_segments(
+        staging, vectors, config.index_type, previous=previous, changes=changes, written=written
+    )
     manifest.save(staging / MANIFEST)
-    derived = [*(staging / bm25.BM25_DIR).iterdir(), staging / ann.ANN_FILE, staging / ann.TRAINING_FILE]
-    for path in derived:  # durable before the swap
-        if path.exists():
-            _fsync(path)
+    for path in (staging / bm25.BM25_DIR).iterdir():  # durable before the swap (the rest: IndexDir.commit)
+        _fsync(path)
     return manifest
 
 

@@ -33,9 +33,9 @@ from config import Config
 from index.encoder import Encoder
 from index.encoding import ingest_backend, load_for_ingest
 from index.manifest import Manifest
+from index.meta_segments import open_store
 from index.shards import ShardDir, shard_table
-from index.storage import MANIFEST, METADATA, IndexDir
-from index.store import MetadataStore
+from index.storage import MANIFEST, IndexDir
 from index.writer import EventReader, ingest_files
 from ingest.records import Article, IngestSummary, SourceError
 
@@ -118,7 +118,7 @@ def embed_on_ray(
         log.info("%s holds %d vectors of an earlier run: they are not computed again.", shards.uri, len(known))
     live = IndexDir(config.index_dir).current()
     if live is not None:
-        store = MetadataStore(live / METADATA, read_only=True)
+        store = open_store(live, Manifest.load(live / MANIFEST).meta_segments)
         known |= store.indexed_hashes()
         store.close()
     _run_pipeline(todo, config, manifest, read, frozenset(known), shards, options, encoder_factory, progress)

@@ -37,6 +37,9 @@ class Manifest:
     bm25: str = ""  # how bm25/ was built (library, parameters, tokenizer); "" = none stored
     ann: str = ""  # approximate index in ann.faiss derived from the vectors ("hnsw", "ivfpq"); "" = none
     encoder_backend: str = "torch"  # what ran the encoder(s): torch, onnx or onnx-int8; queries use the same
+    segments: list[str] = field(default_factory=list)  # vector segments, oldest first; [] = vectors.faiss alone
+    meta_segments: list[list] = field(default_factory=list)  # [file, rows] of the metadata; [] = articles.sqlite
+    meta_next: int = 1  # the next metadata segment's number (never reused: index/meta_segments.py)
 
     def has_file(self, sha256: str) -> bool:
         return any(f.sha256 == sha256 for f in self.files)

@@ -21,10 +21,10 @@ from index.encoder import Encoder, load_encoder
 from index.filters import Filters
 from index.hybrid import DEFAULT_RETRIEVER, Ranked, check_retriever, rank
 from index.manifest import Manifest
+from index.meta_segments import open_store
 from index.rerank import Reranker
-from index.storage import MANIFEST, METADATA, VECTORS, IndexDir
-from index.store import MetadataStore
-from index.vectors import VectorIndex
+from index.segments import SegmentedVectors
+from index.storage import MANIFEST, IndexDir
 from ingest.records import Article
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,16 @@ class PubMedIndex:
         reranker: Reranker | None = None,
     ) -> None:
         from index.ann import open_ann
+        from index.ann_segments import open_segmented
 
         self.index_dir = Path(index_dir)
         self.generation = IndexDir(self.index_dir).require_current()
         self.manifest = Manifest.load(self.generation / MANIFEST)
-        self.vectors = VectorIndex.load(self.generation / VECTORS, mmap=True)
-        self.ann = open_ann(self.generation, self.manifest, self.vectors)  # None: the flat index is searched
-        self.store = MetadataStore(self.generation / METADATA, read_only=True)
+        self.vectors = SegmentedVectors.open(self.generation, self.manifest.segments, self.manifest.dim)
+        self.ann = open_segmented(self.generation, self.vectors) if self.manifest.ann == "ivfpq" else None
+        if self.ann is None:  # HNSW, or IVF-PQ written before segments; None: the flat vectors are searched
+            self.ann = open_ann(self.generation, self.manifest, self.vectors)
+        self.store = open_store(self.generation, self.manifest.meta_segments)
         self.retriever = check_retriever(retriever)
         self._reranker = reranker
         self._encoder, self._query_encoder = encoder, query_encoder

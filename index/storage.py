@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,22 +72,19 @@ class IndexDir:
             yield
 
     def begin(self) -> Path:
-        """A fresh staging folder holding a copy of the live metadata (if any)."""
+        """A fresh staging folder (the writer links the live segments into it: nothing is copied)."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".staging-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         self._adopt_resume_cache(staging)
         self._remove_stale_staging(keep=staging)
         self._remove_orphans()
-        live = self.current()
-        if live is not None:
-            _copy_sqlite(live / METADATA, staging / METADATA)
         return staging
 
     def commit(self, staging: Path) -> Path:
         """Make ``staging`` the live generation."""
-        for name in (METADATA, VECTORS, MANIFEST):
-            _fsync(staging / name)
+        for path in _written_here(staging):  # hard links to the live generation's files are durable already
+            _fsync(path)
         (staging / RESUME_CACHE).unlink(missing_ok=True)  # last: a crash before here can still resume
         live = self.current()
         number = int(live.name.split("-")[1]) + 1 if live else 1
@@ -136,13 +132,10 @@ class IndexDir:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def _copy_sqlite(source: Path, target: Path) -> None:
-    src = sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
-    dst = sqlite3.connect(target)
-    with dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
+def _written_here(staging: Path) -> list[Path]:
+    """The staged generation's own files (not links to an older generation's, nor the cache)."""
+    names = {RESUME_CACHE, RESUME_CACHE + "-journal"}
+    return sorted(p for p in staging.iterdir() if p.is_file() and p.stat().st_nlink == 1 and p.name not in names)
 
 
 def _fsync(path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ingest.records import Article, Section
 
-_SCHEMA = """
+ARTICLES_TABLE = """
 CREATE TABLE IF NOT EXISTS articles (
     pmid INTEGER PRIMARY KEY,
     version INTEGER NOT NULL,
@@ -30,11 +30,13 @@ CREATE TABLE IF NOT EXISTS articles (
     text_hash TEXT NOT NULL,
     indexed_hash TEXT
 );
-CREATE TEMP TABLE IF NOT EXISTS touched (pmid INTEGER PRIMARY KEY, prior_hash TEXT);
 """
+_SCHEMA = ARTICLES_TABLE + "CREATE TEMP TABLE IF NOT EXISTS touched (pmid INTEGER PRIMARY KEY, prior_hash TEXT);\n"
 
 
 class MetadataStore:
+    table = "articles"  # where rows are written (index/meta_segments.py: the new segment's own table)
+
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         uri = Path(path).resolve().as_uri() + ("?mode=ro" if read_only else "")  # as_uri escapes '#', '?'
         self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
@@ -54,7 +56,7 @@ class MetadataStore:
 
     def upsert(self, article: Article, *, indexed_hash: str | None) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO articles VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO {self.table} VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 int(article.pmid),
                 article.version,
@@ -91,12 +93,12 @@ class MetadataStore:
         return dict(zip(("added", "replaced", "unchanged", "deleted"), row, strict=True))
 
     def delete(self, pmid: str) -> bool:
-        return self.db.execute("DELETE FROM articles WHERE pmid = ?", (int(pmid),)).rowcount > 0
+        return self.db.execute(f"DELETE FROM {self.table} WHERE pmid = ?", (int(pmid),)).rowcount > 0
 
     def pending(self) -> list[tuple[int, bool]]:
         """(PMID, has an outdated vector) for every row whose vector must be (re)computed."""
         rows = self.db.execute(
-            "SELECT pmid, indexed_hash IS NOT NULL FROM articles "
+            f"SELECT pmid, indexed_hash IS NOT NULL FROM {self.table} "
             "WHERE indexed_hash IS NULL OR indexed_hash != text_hash ORDER BY pmid"
         )
         return [(pmid, bool(outdated)) for pmid, outdated in rows]
@@ -104,7 +106,7 @@ class MetadataStore:
     def pending_hashes(self) -> list[tuple[int, str, bool]]:
         """(PMID, text hash, has an outdated vector) for every row to (re)embed, in PMID order."""
         rows = self.db.execute(
-            "SELECT pmid, text_hash, indexed_hash IS NOT NULL FROM articles "
+            f"SELECT pmid, text_hash, indexed_hash IS NOT NULL FROM {self.table} "
             "WHERE indexed_hash IS NULL OR indexed_hash != text_hash ORDER BY pmid"
         )
         return [(pmid, text_hash, bool(outdated)) for pmid, text_hash, outdated in rows]
@@ -115,7 +117,7 @@ class MetadataStore:
         return {text_hash for (text_hash,) in rows}
 
     def mark_indexed(self, pmids: Iterable[int]) -> None:
-        self.db.executemany("UPDATE articles SET indexed_hash = text_hash WHERE pmid = ?", ((p,) for p in pmids))
+        self.db.executemany(f"UPDATE {self.table} SET indexed_hash = text_hash WHERE pmid = ?", ((p,) for p in pmids))
 
     def get(self, pmids: Iterable[int | str]) -> dict[str, Article]:
         ids = [int(p) for p in pmids]

@@ -1,9 +1,11 @@
 """FAISS inner-product index keyed by PMID (``IndexIDMap2`` over a flat index).
 
 Flat search is exact and, at demo and single-lab scale (up to a few hundred thousand
-abstracts), fast enough on a CPU; the id map lets records be replaced and deleted in place.
-It is the canonical copy of every vector: approximate indexes for larger collections
-(``index/ann.py``) are derived from it, and exact scores of their hits are read back from it.
+abstracts), fast enough on a CPU. One such index is one *segment* of a generation's vectors
+(``index/segments.py``: written once, never edited, shared between generations by hard links);
+the segments are the canonical copy of every vector: approximate indexes for larger collections
+(``index/ann.py``, ``index/ann_segments.py``) are derived from them, and exact scores of their
+hits are read back from them.
 Loading it memory-mapped (``mmap=True``, FAISS's ``IO_FLAG_MMAP_IFC``) leaves the vectors in the
 page cache, not the heap; only the id map and its reverse map are read into memory. (FAISS's
 ``IO_FLAG_MMAP`` maps IVF lists only: with it, a flat index is read whole into RAM.)
@@ -64,6 +66,21 @@ class VectorIndex:
         """The stored vectors of ``ids`` (each must be present), one row each."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         return self.index.reconstruct_batch(ids) if len(ids) else np.zeros((0, self.dim), dtype=np.float32)
+
+    def ids(self) -> np.ndarray:
+        """Every stored PMID, in storage order."""
+        import faiss
+
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def batches(self, size: int = 100_000):
+        """(PMIDs, vectors) of every stored vector in blocks of ``size``, in storage order."""
+        import faiss
+
+        ids, inner = self.ids(), faiss.downcast_index(self.index.index)
+        for start in range(0, len(ids), size):
+            block = ids[start : start + size]
+            yield block, inner.reconstruct_n(start, len(block))
 
     def _check_writable(self) -> None:
         if self.mapped:

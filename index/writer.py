@@ -3,8 +3,9 @@
 Events are applied in order to a staged copy of the metadata. Every text that differs from the
 indexed one goes to a background encoder as soon as it is read (``index/embedder.py``); its
 vector lands in a resume cache inside the staging folder. When all sources are read, the rows
-whose text changed get their vectors from the cache, and the new generation is committed
-atomically.
+whose text changed get their vectors from the cache, written as one new vector segment next to
+hard links of the live ones (``index/segments.py``: the vectors that went are tombstoned, not
+rewritten), and the new generation is committed atomically.
 
 Failure semantics (issue #3, kept): if any source cannot be read, or a record is malformed under
 ``strict``, the remaining sources are still read so that every problem is reported at once, then
@@ -26,16 +27,17 @@ from pathlib import Path
 import numpy as np
 
 from config import Config
+from index import meta_segments
 from index.ann import VectorChanges
 from index.derived import finish_generation
 from index.embedder import BackgroundEmbedder
 from index.encoder import Encoder
 from index.encoding import check_same_encoder, encoder_identity, load_for_ingest
 from index.manifest import Manifest, SourceFile
-from index.storage import MANIFEST, METADATA, RESUME_CACHE, VECTORS, IndexDir
+from index.segments import SegmentWrite, write_segments
+from index.storage import MANIFEST, RESUME_CACHE, IndexDir
 from index.store import MetadataStore
 from index.vector_cache import VectorCache
-from index.vectors import VectorIndex
 from ingest.records import Article, Deletion, Event, IngestFailed, IngestSummary, Skipped, SourceError
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,8 @@ def ingest_files(
             log.info("Nothing to do: every source is already in the index (same checksum).")
             return summary
         staging = layout.begin()
-        store = MetadataStore(staging / METADATA)
+        number = manifest.meta_next if manifest else 0  # the metadata segment this ingest writes
+        store = meta_segments.stage(staging, live, manifest.meta_segments if manifest else [], number)
         cache = VectorCache(staging / RESUME_CACHE, encoder_identity(encoder, manifest, config))
         embedder = BackgroundEmbedder(
             lambda: load_for_ingest(encoder, manifest, config),
@@ -87,8 +90,8 @@ def ingest_files(
             for name, count in store.changes().items():
                 setattr(summary, name, count)
             manifest = _finish(store, embedder, manifest, summary)
-            changes = _write_generation(staging, store, manifest, files, cache, live, reading.removed, summary)
-            finish_generation(staging, config, new=live is None, previous=live, changes=changes)  # BM25, ANN, encoder
+            changes, written = _write_generation(staging, store, manifest, files, cache, live, reading.removed, summary)
+            finish_generation(staging, config, new=live is None, previous=live, changes=changes, written=written)
             layout.commit(staging)
         except KeyboardInterrupt:
             embedder.abort()  # keep the staging folder: the same command resumes from its cache
@@ -193,27 +196,30 @@ def _write_generation(
     live: Path | None,
     removed: set[int],
     summary: IngestSummary,
-) -> VectorChanges:
-    vectors = VectorIndex.load(live / VECTORS) if live else VectorIndex.create(manifest.dim)
+) -> tuple[VectorChanges, SegmentWrite]:
     pending = store.pending_hashes()
     removed.update(pmid for pmid, _, outdated in pending if outdated)
     added = np.asarray([pmid for pmid, _, _ in pending], dtype=np.int64)
     changes = VectorChanges(np.fromiter(removed, dtype=np.int64), added)  # for the ANN index (index/ann.py)
-    vectors.remove(changes.removed)
-    for start in range(0, len(pending), 4096):
-        rows = pending[start : start + 4096]
-        ids = np.asarray([pmid for pmid, _, _ in rows], dtype=np.int64)
-        vectors.add(ids, cache.get([text_hash for _, text_hash, _ in rows], manifest.dim))
-        store.mark_indexed(ids.tolist())
+
+    def blocks():
+        for start in range(0, len(pending), 4096):
+            rows = pending[start : start + 4096]
+            ids = np.asarray([pmid for pmid, _, _ in rows], dtype=np.int64)
+            yield ids, cache.get([text_hash for _, text_hash, _ in rows], manifest.dim)
+            store.mark_indexed(ids.tolist())
+
+    gone = np.union1d(changes.removed, added)  # at most one live vector per PMID
+    written = write_segments(staging, live, manifest.segments if live else [], manifest.dim, gone, blocks())
     summary.embedded = len(pending)
     cache.close()
     store.commit()
     manifest.files.extend(files)
+    manifest.segments = written.names
     manifest.documents, manifest.updated_at = store.count(), _now()
-    store.close()
-    vectors.save(staging / VECTORS)
+    manifest.meta_segments, manifest.meta_next = meta_segments.finish(staging, store)
     manifest.save(staging / MANIFEST)
-    return changes
+    return changes, written
 
 
 def _files_to_ingest(paths: list[Path], manifest: Manifest | None) -> list[tuple[Path, str]]:

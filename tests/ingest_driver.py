@@ -3,8 +3,11 @@
 ``tests/test_kill.py`` kills this process with SIGKILL at chosen moments. Everything is the real
 CLI code (argument parsing, reading, staging, resume cache, commit) except two things, both only
 to make the moments catchable: the encoder is the hashing encoder of ``conftest.py`` (exact,
-deterministic vectors; no model to load) sleeping ``ENCODE_DELAY_S`` per call, and each fsync of
-a commit waits ``FSYNC_DELAY_S`` first, so the commit steps take long enough to be interrupted.
+deterministic vectors; no model to load) sleeping ``ENCODE_DELAY_S`` per call, each vector segment
+written (``index/segments.py``: the new one, then any merge) and each metadata merge
+(``index/meta_segments.py``) is followed by ``SEGMENT_DELAY_S``,
+and each fsync of a commit waits ``FSYNC_DELAY_S`` first, so these steps take long enough to be
+interrupted.
 
     python -m tests.ingest_driver SOURCE... --index-dir DIR [ingest flags]
 """
@@ -18,11 +21,14 @@ from collections.abc import Sequence
 import numpy as np
 
 import index.encoding
+import index.meta_segments
+import index.segments
 import index.storage
 from tests.conftest import HashingEncoder
 
 ENCODE_DELAY_S = 0.05
 FSYNC_DELAY_S = 0.15
+SEGMENT_DELAY_S = 0.3
 
 
 class SlowHashingEncoder(HashingEncoder):
@@ -38,7 +44,23 @@ def main() -> int:
         time.sleep(FSYNC_DELAY_S)
         real_fsync(path)
 
+    real_write_segment = index.segments._write_segment
+
+    def slow_write_segment(*args, **kwargs):
+        segment = real_write_segment(*args, **kwargs)
+        time.sleep(SEGMENT_DELAY_S)
+        return segment
+
+    real_meta_merge = index.meta_segments._merge
+
+    def slow_meta_merge(*args, **kwargs):
+        segment = real_meta_merge(*args, **kwargs)
+        time.sleep(SEGMENT_DELAY_S)
+        return segment
+
     index.encoding._load = lambda manifest, config: SlowHashingEncoder()
+    index.segments._write_segment = slow_write_segment
+    index.meta_segments._merge = slow_meta_merge
     index.storage._fsync = slow_fsync
     from ingest.__main__ import main as cli
 

@@ -14,7 +14,9 @@ import pytest
 
 from config import Config
 from index.manifest import Manifest
+from index.meta_segments import open_generation as open_metadata
 from index.search import PubMedIndex
+from index.segments import open_generation
 from index.storage import MANIFEST, METADATA, VECTORS, IndexBusy, IndexDir, IndexNotFound
 from index.store import MetadataStore
 from index.vectors import VectorIndex
@@ -45,7 +47,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def stored(index_dir: Path) -> dict[str, Article]:
-    store = MetadataStore(IndexDir(index_dir).require_current() / METADATA, read_only=True)
+    store = open_metadata(IndexDir(index_dir).require_current())
     try:
         return {a.pmid: a for a in store.iter_articles()}
     finally:
@@ -53,10 +55,7 @@ def stored(index_dir: Path) -> dict[str, Article]:
 
 
 def vector_ids(index_dir: Path) -> set[int]:
-    import faiss
-
-    vectors = VectorIndex.load(IndexDir(index_dir).require_current() / VECTORS)
-    return set(faiss.vector_to_array(vectors.index.id_map).tolist())
+    return set(open_generation(IndexDir(index_dir).require_current()).ids().tolist())
 
 
 def truncated_gzip(tmp_path: Path) -> Path:

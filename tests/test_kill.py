@@ -6,7 +6,12 @@ The ingest runs in a real subprocess (``tests/ingest_driver.py``: the real CLI w
 encoder, slowed down so that each moment can be caught) and is killed with SIGKILL when the index
 directory shows it has reached a given step. The run adds 400 demo abstracts, an update file
 with versions and deletions, a revised copy of an already indexed file and a deletion file on
-top of an existing index, so additions, replacements and deletions are all interrupted.
+top of an existing index, so additions, replacements and deletions are all interrupted. Two of the
+base index's three vectors go (one replaced, one deleted), so its vector segment and its metadata
+segment are each rewritten by a merge (``index/segments.py``, ``index/meta_segments.py``) in the
+same run: "merging" kills the ingest inside the vector merge, "metadata-merge" once the metadata
+merge has begun (its output file exists; the driver then holds the process after the merge, so
+the kill lands inside it or just after it, before the commit).
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ import pytest
 
 from config import Config
 from index.manifest import Manifest
-from index.storage import MANIFEST, METADATA, RESUME_CACHE, VECTORS, IndexDir
-from index.store import MetadataStore
-from index.vectors import VectorIndex
+from index.meta_segments import open_generation as open_metadata
+from index.segments import open_generation
+from index.storage import MANIFEST, RESUME_CACHE, IndexDir
 from index.writer import ingest_files
 from ingest import read_source
 from tests.conftest import DEMO_CORPUS, REPO, HashingEncoder
@@ -126,9 +131,20 @@ MOMENTS: dict[str, Callable[[Path], bool]] = {
     "reading": lambda d: bool(stagings(d)),
     "first-vectors": lambda d: cached_vectors(d) >= 32,
     "half-embedded": lambda d: cached_vectors(d) >= 200,
-    "writing-generation": lambda d: any((s / VECTORS).exists() for s in stagings(d)),
+    "writing-generation": lambda d: any(any(s.glob("vectors*.faiss")) for s in stagings(d)),
+    "merging": lambda d: any(merging(s) for s in stagings(d)),
+    "metadata-merge": lambda d: any((s / "articles-000002.sqlite").exists() for s in stagings(d)),
     "renamed-not-current": lambda d: (d / "gen-000002").exists(),
 }
+
+
+def merging(staging: Path) -> bool:
+    """A merge has written its segment and not yet removed the ones it replaces: besides the new
+    segment, a second segment file of this ingest's own (the old ones are hard links)."""
+    try:
+        return sum(p.stat().st_nlink == 1 for p in staging.glob("vectors*.faiss")) >= 2
+    except FileNotFoundError:
+        return False
 
 
 # --- comparison -----------------------------------------------------------------------------------
@@ -136,15 +152,13 @@ MOMENTS: dict[str, Callable[[Path], bool]] = {
 
 def contents(index_dir: Path) -> dict[str, object]:
     """Everything an index means: rows (with their indexed text), vectors by PMID, manifest."""
-    import faiss
-
     generation = IndexDir(index_dir).require_current()
-    store = MetadataStore(generation / METADATA, read_only=True)
+    store = open_metadata(generation)
     rows = store.db.execute("SELECT * FROM articles ORDER BY pmid").fetchall()
     store.close()
-    mapped = VectorIndex.load(generation / VECTORS).index
-    ids = faiss.vector_to_array(mapped.id_map)
-    vectors = faiss.downcast_index(mapped.index).reconstruct_n(0, mapped.ntotal)
+    segmented = open_generation(generation)
+    ids = segmented.ids()
+    vectors = segmented.vectors(ids)
     manifest = Manifest.load(generation / MANIFEST)
     return {
         "rows": rows,
@@ -187,7 +201,7 @@ def test_kill_then_same_command_equals_uninterrupted_run(moment, sources, base_i
     assert_same_as_reference(index_dir, reference)
     expected = dict(reference["summary"])
     assert {k: v for k, v in summary.items() if k != "resumed"} == {k: v for k, v in expected.items() if k != "resumed"}
-    if moment in ("half-embedded", "writing-generation"):
+    if moment in ("half-embedded", "writing-generation", "merging", "metadata-merge"):
         assert summary["resumed"] >= 192  # whole 32-text windows embedded before the kill were reused
     if moment == "renamed-not-current":
         assert summary["resumed"] == 0  # the cache is dropped before the rename: all is embedded again
@@ -196,7 +210,7 @@ def test_kill_then_same_command_equals_uninterrupted_run(moment, sources, base_i
 def test_killed_three_times_then_completed(sources, base_index, reference, tmp_path):
     index_dir = tmp_path / "index"
     shutil.copytree(base_index, index_dir)
-    for moment in ("first-vectors", "half-embedded", "writing-generation"):
+    for moment in ("first-vectors", "half-embedded", "writing-generation", "merging"):
         assert kill_when(start(sources, index_dir), lambda m=moment: MOMENTS[m](index_dir)), moment
         assert len(stagings(index_dir)) == 1  # each run adopted the previous cache and removed the old folder
     summary = complete(sources, index_dir)

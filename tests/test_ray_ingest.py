@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import logging
 import shutil
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,10 @@ from config import Config
 from index.distributed import RayOptions, RayUnavailable, embed_on_ray, ingest_on_ray, require_ray
 from index.encoder import MINILM_ID, packaged_minilm_path
 from index.manifest import Manifest
+from index.meta_segments import open_generation as open_metadata
+from index.segments import open_generation
 from index.shards import MissingVectors, PrecomputedEncoder, ShardDir, shard_table
-from index.storage import MANIFEST, METADATA, VECTORS, IndexDir
-from index.store import MetadataStore
-from index.vectors import VectorIndex
+from index.storage import MANIFEST, IndexDir
 from index.writer import ingest_files
 from ingest import Article, read_source
 from ingest.records import text_hash
@@ -62,10 +61,10 @@ def ray_local():
 def contents(index_dir: Path) -> tuple[list[tuple], np.ndarray, Manifest]:
     """Every metadata row, the vector of each row's PMID (in row order), and the manifest."""
     generation = IndexDir(index_dir).require_current()
-    db = sqlite3.connect(generation / METADATA)
-    rows = db.execute("SELECT * FROM articles ORDER BY pmid").fetchall()
-    db.close()
-    vectors = VectorIndex.load(generation / VECTORS)
+    store = open_metadata(generation)
+    rows = store.db.execute("SELECT * FROM articles ORDER BY pmid").fetchall()
+    store.close()
+    vectors = open_generation(generation)
     assert len(vectors) == len(rows)  # one vector per row, none left over
     return rows, vectors.vectors(np.array([row[0] for row in rows])), Manifest.load(generation / MANIFEST)
 
@@ -134,7 +133,7 @@ def update_file(path: Path, deleted: list[str]) -> tuple[Path, set[str]]:
 def test_incremental_update_of_a_ray_built_index_embeds_only_new_texts_and_resumes(real_indexes, tmp_path):
     ray_dir, local_dir = (shutil.copytree(d, tmp_path / d.name) for d in real_indexes[:2])
     ray_config, local_config = Config(index_dir=ray_dir), Config(index_dir=local_dir)
-    store = MetadataStore(IndexDir(ray_dir).require_current() / METADATA, read_only=True)
+    store = open_metadata(IndexDir(ray_dir).require_current())
     indexed = store.indexed_hashes()
     deleted = [str(pmid) for (pmid,) in store.db.execute("SELECT pmid FROM articles ORDER BY pmid LIMIT 2")]
     store.close()
