@@ -6,6 +6,10 @@ the scores to a reranker that fuses them with its own).
 - ``hybrid`` (default): the top ``CANDIDATES`` of each retriever are pooled, each candidate gets
   both its cosine and its BM25 score, and they are fused by weighted z-scores
   (``index/fusion.py``), dense weighted ``DENSE_WEIGHT``, BM25 ``1 - DENSE_WEIGHT``.
+- exact terms: when the query names a rare identifier (a gene symbol, drug code or trial acronym
+  that between 1 and ``index.exact.RARE_DF`` abstracts contain, ``index/exact.py``), ``hybrid``
+  ranks those abstracts first, in fused order: the encoder does not know such words, and
+  without this the dense side's weight buries what BM25 found by the exact word.
 - ``rrf``: the same two lists fused by reciprocal rank (c = 60, equal weights); accepted for the
   benchmark's comparison, not offered to users (it measured worse than either single retriever).
 
@@ -30,6 +34,7 @@ DENSE_WEIGHT = 0.85  # of the z-scored cosine; BM25 gets the rest (best mean R@1
 Ranked = list[tuple[int, float]]  # (PMID, the retriever's score), best first
 Search = Callable[[int], Ranked]  # depth -> ranking
 Rescore = Callable[[list[int]], np.ndarray]  # PMIDs -> the retriever's score of each
+Exact = Callable[[], list[int]]  # the PMIDs holding a rare identifier of the query (index/exact.py)
 
 
 def check_retriever(name: str) -> str:
@@ -47,12 +52,14 @@ def rank(
     cosine: Rescore | None = None,
     bm25_score: Rescore | None = None,
     standardized: bool = False,
+    exact: Exact | None = None,
 ) -> Ranked:
     """The top ``depth`` (PMID, score) of ``retriever``; each search runs only when needed. ``hybrid``
     also needs ``cosine`` and ``bm25_score`` to score the candidates one list missed.
 
     ``standardized``: scores on hybrid's scale, z-scores over a pool of ``CANDIDATES``, for a
-    reranker that adds its own score to them (hybrid's fused score already is one)."""
+    reranker that adds its own score to them (hybrid's fused score already is one). ``exact``: for
+    ``hybrid``, the abstracts to rank first (a rare identifier of the query is in them)."""
     check_retriever(retriever)
     if standardized and retriever != "hybrid":
         pooled = rank(retriever, max(depth, CANDIDATES), dense=dense, bm25=bm25)
@@ -67,6 +74,22 @@ def rank(
         return reciprocal_rank_fusion([[p for p, _ in by_dense], [p for p, _ in by_bm25]])[:depth]
     if cosine is None or bm25_score is None:
         raise ValueError("hybrid ranking needs cosine and bm25_score to rescore candidates")
-    candidates = list(dict.fromkeys(p for p, _ in [*by_dense, *by_bm25]))
+    pinned = exact() if exact is not None else []
+    candidates = list(dict.fromkeys(p for p, _ in [*by_dense, *by_bm25])) + pinned
+    candidates = list(dict.fromkeys(candidates))
     scores = [cosine(candidates), bm25_score(candidates)]
-    return z_score_fusion(candidates, scores, [DENSE_WEIGHT, 1 - DENSE_WEIGHT])[:depth]
+    fused = z_score_fusion(candidates, scores, [DENSE_WEIGHT, 1 - DENSE_WEIGHT])
+    return promote(fused, set(pinned))[:depth]
+
+
+def promote(fused: Ranked, pinned: set[int]) -> Ranked:
+    """``fused`` with the ``pinned`` PMIDs first (in fused order), their scores lifted above the rest
+    by the same margins, so a reranker that adds its own score to these still sees them on top."""
+    if not pinned:
+        return fused
+    first = [(p, s) for p, s in fused if p in pinned]
+    rest = [(p, s) for p, s in fused if p not in pinned]
+    if not first or not rest:
+        return first + rest
+    lift = rest[0][1] - first[-1][1] + 1.0  # the last pinned one ends a full unit above the best of the rest
+    return [(p, s + lift) for p, s in first] + rest
