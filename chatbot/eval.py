@@ -12,6 +12,11 @@ chatbot answers; accuracy compares ``Answer.verdict`` with ``final_decision``, a
 a verdict (an abstention, or no yes/no/maybe) counting as wrong; citation precision is the share
 of citations whose PMID is among the answer's retrieved sources (the pipeline guarantees 1.0,
 so anything less is a bug), and ``citations_to_gold`` the share that cite a gold abstract.
+
+Abstention (``--abstention``): the evidence gate (``chatbot/gate.py``) judges each question's top
+``top_k`` hits twice, with its gold abstracts in the index (it should answer) and with them
+filtered out of the search (``Without``: it should abstain); ``answer_on_answerable`` and
+``abstain_on_unanswerable`` are the shares it got right. No generator runs for these.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ for (the packaged MiniLM); ``--gate off`` leaves only the old per-hit ``--min-sc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,11 @@ COVERAGE_WEIGHT = 0.5
 GATE_THRESHOLD = 0.9
 COVERAGE_HITS = 3  # abstracts whose coverage counts: the ones an answer would mostly cite
 GATES = ("on", "off")
+# How questions are phrased, not what they ask about; BM25's English stopword list keeps these.
+QUESTION_WORDS = (
+    "does do did doing done what which who whom whose when where why how should could would can may might must "
+    "shall will is are was were be been has have had any there whether between among"
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,14 @@ def question_coverage(question: str, hits: Sequence[Hit]) -> float:
     from index.bm25 import tokenize
 
     tokens = tokenize([question, *(h.article.text for h in hits)])
-    asked = set(tokens[0])
+    asked = set(tokens[0]) - _question_words()
     if not asked or not hits:
         return 0.0
     return max(len(asked & set(words)) / len(asked) for words in tokens[1:])
+
+
+@functools.cache
+def _question_words() -> frozenset[str]:
+    from index.bm25 import tokenize
+
+    return frozenset(tokenize([QUESTION_WORDS])[0])
