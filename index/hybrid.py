@@ -29,6 +29,9 @@ RETRIEVERS = ("dense", "bm25", "hybrid")  # what users choose from (CLI, app men
 ACCEPTED = (*RETRIEVERS, "rrf")  # rrf too, for the benchmark's comparison
 DEFAULT_RETRIEVER = "hybrid"  # best measured on both dev sets (BENCHMARKS.md)
 CANDIDATES = 100  # per retriever before fusion: the gold abstract is in both top 100s for >99% of questions
+# Exact terms (index/exact.py) are moved up to just after the fused first hit: one setting for both dev
+# sets, measured against "first" (0) and "off" (benchmarks/exact_terms.py, BENCHMARKS.md issue #16).
+PINNED_AFTER = 1
 DENSE_WEIGHT = 0.85  # of the z-scored cosine; BM25 gets the rest (best mean R@1 of the dev sets, docs/RETRIEVAL.md)
 
 Ranked = list[tuple[int, float]]  # (PMID, the retriever's score), best first
@@ -82,14 +85,20 @@ def rank(
     return promote(fused, set(pinned))[:depth]
 
 
-def promote(fused: Ranked, pinned: set[int]) -> Ranked:
-    """``fused`` with the ``pinned`` PMIDs first (in fused order), their scores lifted above the rest
-    by the same margins, so a reranker that adds its own score to these still sees them on top."""
+def promote(fused: Ranked, pinned: set[int], *, after: int | None = None) -> Ranked:
+    """``fused`` with the ``pinned`` PMIDs moved up to just after its first ``after`` hits (default
+    ``PINNED_AFTER``), in fused order, their scores lifted above the rest by the same margins so a
+    reranker that adds its own score to these still sees them there."""
+    after = PINNED_AFTER if after is None else after
     if not pinned:
         return fused
-    first = [(p, s) for p, s in fused if p in pinned]
-    rest = [(p, s) for p, s in fused if p not in pinned]
-    if not first or not rest:
-        return first + rest
-    lift = rest[0][1] - first[-1][1] + 1.0  # the last pinned one ends a full unit above the best of the rest
-    return [(p, s + lift) for p, s in first] + rest
+    head = [(p, s) for p, s in fused[:after] if p not in pinned]
+    moved = [(p, s) for p, s in fused if p in pinned]
+    rest = [(p, s) for p, s in fused if p not in pinned and (p, s) not in head]
+    if not moved or not rest:
+        return head + moved + rest
+    lift = max(rest[0][1] - moved[-1][1] + 1.0, 0.0)  # the last moved one ends a unit above the rest
+    moved = [(p, s + lift) for p, s in moved]
+    top = moved[0][1]
+    head = [(p, max(s, top + 1.0 + len(head) - i)) for i, (p, s) in enumerate(head)]  # still above them
+    return head + moved + rest

@@ -215,3 +215,24 @@ def test_packaged_smollm2_answers_are_clean_or_quoted(index: PubMedIndex, titles
         assert final.mode == "extractive" or len(re.findall(r"\w+", re.sub(r"\[\d+\]", "", body))) >= 3
         auto = Chatbot(index, generator, Config(top_k=2, min_score=0.05, gate="off"), encoder=HashingEncoder())
         assert auto.mode == "extractive"  # the tiny fallback quotes by default
+
+
+# --- follow-ups -------------------------------------------------------------------------------------
+
+
+def test_follow_up_shows_its_query_and_never_a_one_word_answer(index: PubMedIndex, titles: list[str]) -> None:
+    """The reported case: "and in children?" answered "The" over the first question's abstracts."""
+    import app
+    from webui.models import Models
+    from webui.service import ChatService, ChatSettings
+
+    first = titles[20]
+    history = [{"role": "user", "content": first}, {"role": "assistant", "content": "Earlier answer [1]."}]
+    service = ChatService(index, Models(ScriptedGenerator("The"), EVIDENCE), EVIDENCE)  # the rewrite is rejected too
+    markdown, html = list(app.respond("And in children?", history, service=service))[-1]
+    query = html.split("Searched for: <q>")[1].split("</q>")[0]
+    assert query.endswith("And in children?") and query != "And in children?"  # rewritten with the topic
+    assert markdown.startswith("**Quoted evidence**")  # "The" was replaced
+    edited = "children asthma inhaled steroids"
+    _, html = list(app.respond("And in children?", history, ChatSettings(query=edited), service=service))[-1]
+    assert f"Searched for: <q>{edited}</q>" in html  # the user's own query was searched

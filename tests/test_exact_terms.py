@@ -31,11 +31,15 @@ def test_identifiers_are_codes_symbols_and_acronyms() -> None:
     assert found == ["ZX-4471", "SGLT2", "ACCORD", "HbA1c"]  # not years, counts or capitalised words
 
 
-def test_promote_puts_pinned_first_keeping_their_order_and_a_margin() -> None:
+def test_promote_moves_pinned_up_keeping_their_order_and_a_margin() -> None:
     fused = [(1, 3.0), (2, 2.0), (3, 1.0), (4, 0.5)]
-    promoted = promote(fused, {4, 2})
-    assert [p for p, _ in promoted] == [2, 4, 1, 3]
-    assert promoted[1][1] >= promoted[2][1] + 1.0  # the last pinned one stays a unit above the rest
+    first = promote(fused, {4, 2}, after=0)
+    assert [p for p, _ in first] == [2, 4, 1, 3]
+    assert first[1][1] >= first[2][1] + 1.0  # the last pinned one stays a unit above the rest
+    shipped = promote(fused, {4, 3})  # after the fused first hit
+    assert [p for p, _ in shipped] == [1, 3, 4, 2]
+    assert [s for _, s in shipped] == sorted((s for _, s in shipped), reverse=True)  # scores agree with the order
+    assert [p for p, _ in promote(fused, {1, 4})] == [1, 4, 2, 3]  # a pinned first hit stays first
     assert promote(fused, set()) == fused
 
 
@@ -64,10 +68,10 @@ def _index(demo_subset: Path, tmp_path: Path, encoder) -> tuple[PubMedIndex, lis
 def test_without_exact_terms_hybrid_misses_them(
     demo_subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The case the exact-term rule exists for: fusion alone leaves planted abstracts out of the top 3."""
+    """The case the exact-term rule exists for: fusion alone leaves planted abstracts out of the top 5."""
     index, planted = _index(demo_subset, tmp_path, HashingEncoder())
     monkeypatch.setattr(exact_module, "rare_identifier_rows", lambda *a, **k: np.zeros(0, dtype=np.int64))
-    assert not set(planted) <= {h.pmid for h in index.search(QUERY, k=3)}
+    assert not set(planted) <= {h.pmid for h in index.search(QUERY, k=5)}
 
 
 def _check(index: PubMedIndex, planted: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,9 +81,9 @@ def _check(index: PubMedIndex, planted: list[str], monkeypatch: pytest.MonkeyPat
     rows = rare_identifier_rows(index.bm25, QUERY)
     assert sorted(index.bm25.pmids[rows].astype(str).tolist()) == sorted(planted)
     top = [h.pmid for h in index.search(QUERY, k=5)]
-    assert set(planted) <= set(top[:3])
+    assert set(planted) <= set(top)  # all three in the top 5
     filtered = index.search(QUERY, k=5, filters=_Only(planted[:2] + [p for p in top if p not in planted][:3]))
-    assert set(planted[:2]) <= {h.pmid for h in filtered[:2]} and planted[2] not in {h.pmid for h in filtered}
+    assert set(planted[:2]) <= {h.pmid for h in filtered[:3]} and planted[2] not in {h.pmid for h in filtered}
     assert len(rare_identifier_rows(index.bm25, QUERY, max_df=2)) == 0  # in 3 > 2 abstracts: a topic now
 
 
