@@ -31,6 +31,7 @@ _MARKUP = re.compile(
     r"|`{3}\w*",  # code fences
     re.IGNORECASE | re.MULTILINE | re.DOTALL,
 )
+_OPEN_TAIL = re.compile(r"<[/!|A-Za-z][^<>]*$")  # a tag still being streamed ("<sour")
 _CITATION = re.compile(r"\[\d+(?:\s*[,;–-]\s*\d+)*\]")
 _WORD = re.compile(r"\w[\w'-]*")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -48,8 +49,8 @@ class Cleaned:
 
 
 def strip_markup(text: str) -> str:
-    """``text`` without tags, sentinels and role tokens (for partial answers while streaming)."""
-    return _tidy(_MARKUP.sub(" ", text))
+    """``text`` without tags, sentinels and role tokens, nor the start of one at its end (streaming)."""
+    return _tidy(_OPEN_TAIL.sub("", _MARKUP.sub(" ", text)))
 
 
 def clean(text: str) -> Cleaned:

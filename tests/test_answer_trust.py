@@ -77,6 +77,7 @@ def test_loop_is_cut_after_its_first_occurrence() -> None:
 def test_strip_markup_keeps_citations_and_comparisons() -> None:
     assert strip_markup("p < 0.05 in 3 trials [1, 2]</script>") == "p < 0.05 in 3 trials [1, 2]"
     assert strip_markup("<|assistant|>Yes [1].") == "Yes [1]."
+    assert strip_markup("Aspirin helps [1] </sour") == "Aspirin helps [1]"  # a tag still streaming in
 
 
 # --- the extractive answer --------------------------------------------------------------------------
