@@ -47,6 +47,11 @@ PLACEHOLDER = (
     "**Ask a question about the medical literature in this index.**\n\n"
     "Answers cite the abstracts they use; when the abstracts do not answer, the app says so."
 )
+ANSWER_CHOICES = [  # (label, Config.answer)
+    ("Auto: quoted evidence with the tiny offline model", "auto"),
+    ("Quoted evidence (the abstracts' own sentences)", "extractive"),
+    ("Written by the model", "generate"),
+]
 QUEUE_SIZE = 64  # chats waiting beyond this are turned away at once instead of waiting for minutes
 MAX_UPLOAD = "200mb"  # a PubMed baseline file is ~40 MB compressed
 CSS = """
@@ -58,6 +63,7 @@ CSS = """
 .badge {border-radius: 4px; padding: 0 6px; margin-right: 4px; font-size: 0.8em; font-weight: 600;}
 .badge.cited {background: #dbeafe; color: #1e3a8a;}
 .badge.retracted {background: #fee2e2; color: #991b1b;}
+.search-query {font-size: 0.9em; margin: 0 0 6px; color: var(--body-text-color-subdued);}
 .answer-checks {background: var(--background-fill-secondary); border-radius: 8px; padding: 6px 12px; font-size: 0.9em;}
 """
 
@@ -83,7 +89,7 @@ def respond(
         return
     yield SEARCHING, ""  # at once: retrieval and the model's first words take seconds
     stop = threading.Event()
-    answers = bot.stream(message, history_pairs(history), stop=stop)
+    answers = bot.stream(message, history_pairs(history), stop=stop, query_override=settings.query)
     shown: tuple[str, ...] = ()
     passages: dict[str, str] = {}
     try:
@@ -175,6 +181,12 @@ def _settings_sidebar(service: ChatService) -> list:
             gr.Slider(YEAR_MIN, this_year, value=this_year, step=1, label="Published until"),
             gr.CheckboxGroup(list(STUDY_TYPES), label="Study types (any of; none = all)"),
             gr.Checkbox(value=True, label="Leave out retracted publications"),
+            gr.Dropdown(ANSWER_CHOICES, value=config.answer, label="Answer"),
+            gr.Textbox(
+                label="Search query (optional)",
+                placeholder="Empty: the question itself; a follow-up is rewritten (shown above the sources)",
+                info="Searched instead of your question: paste and fix the query shown above the sources.",
+            ),
         ]
     return inputs
 
@@ -199,8 +211,10 @@ def _chat_callback(service: ChatService):
         year_to: float,
         study_types: list[str],
         exclude_retracted: bool,
+        answer: str = "",
+        query: str = "",
     ) -> Iterator[tuple[str, str]]:
-        values = (model, retriever, top_k, min_score, year_from, year_to, study_types, exclude_retracted)
+        values = (model, retriever, top_k, min_score, year_from, year_to, study_types, exclude_retracted, answer, query)
         yield from respond(message, history, ChatSettings.from_inputs(*values, this_year=this_year), service=service)
 
     return on_gpu(chat)
@@ -296,7 +310,7 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
     add_config_flags(parser, "host", "port", "index_dir", "index_repo", "allow_ingest", "max_chats")
     add_config_flags(parser, "generator", "model", "models", "backend", "endpoint", "context_window")
     add_config_flags(parser, "top_k", "min_score", "max_new_tokens", "temperature")
-    add_config_flags(parser, "retriever", "rerank", "rerank_depth")
+    add_config_flags(parser, "retriever", "rerank", "rerank_depth", "answer", "gate")
     args = parser.parse_args(argv)
     return Config.from_env(None if environ is None else dict(environ)).with_args(args)
 

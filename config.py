@@ -58,6 +58,8 @@ class Config:
     query_encoder: str = ""  # a new index's query-side model when it differs from --encoder; "" = same or known pair
     index_type: str = "auto"  # vector index: flat (exact), hnsw, ivfpq, or auto (flat below 500k abstracts)
     encoder_backend: str = "auto"  # what runs a new index's encoder: auto, torch, onnx or onnx-int8 (docs/INGEST.md)
+    answer: str = "auto"  # extractive (quoted sentences), generate, or auto: extractive with the tiny offline model
+    gate: str = "on"  # evidence-sufficiency gate (chatbot/gate.py): on, or off (only min_score per hit)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
@@ -142,4 +144,7 @@ _HELP = {
     "query_encoder": "query encoder of a new asymmetric index, e.g. ncbi/MedCPT-Query-Encoder",
     "index_type": "vector index built at ingest: auto, flat, hnsw or ivfpq",
     "encoder_backend": "encoder runtime of a new index: auto (onnx-int8 on CPU, torch on GPU), torch, onnx, onnx-int8",
+    "answer": "answer style: extractive (the abstracts' best sentences, quoted and cited), generate (the model "
+    "writes), or auto (extractive with the tiny offline fallback model, generate otherwise)",
+    "gate": "evidence gate: on (abstain when the retrieved abstracts cannot answer, calibrated on the dev sets) or off",
 }

@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ask.add_argument("question")
     add_config_flags(ask, "index_dir", "generator", "model", "backend", "endpoint", "context_window")
     add_config_flags(ask, "top_k", "min_score", "max_new_tokens", "temperature")
-    add_config_flags(ask, "retriever", "rerank", "rerank_depth")
+    add_config_flags(ask, "retriever", "rerank", "rerank_depth", "answer", "gate")
     add_filter_flags(ask)
     ask.add_argument("--json", action="store_true", help="print {answer, citations, sources} as JSON")
     add_eval_parser(commands)
@@ -34,7 +34,13 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions")
     evaluate.add_argument("--retrieval-only", action="store_true", help="skip answering: no generator is loaded")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    add_config_flags(evaluate, "index_dir", "retriever", "rerank", "rerank_depth")
+    evaluate.add_argument(
+        "--abstention",
+        action="store_true",
+        help="also measure the evidence gate: each question searched with its gold abstracts and with them "
+        "filtered out; reports answer_on_answerable and abstain_on_unanswerable (target: both >= 0.9)",
+    )
+    add_config_flags(evaluate, "index_dir", "retriever", "rerank", "rerank_depth", "answer", "gate")
     add_config_flags(evaluate, "generator", "model", "backend", "endpoint")
     add_config_flags(evaluate, "context_window", "top_k", "min_score", "max_new_tokens")
 
@@ -86,6 +92,11 @@ def run_eval(args: argparse.Namespace, config: Config) -> int:
         bot = open_chatbot(config)
         index = bot.retriever
     result = {"file": args.file, "retriever": index.retriever, **evaluate(questions, index, k=args.k, chatbot=bot)}
+    if args.abstention:
+        from chatbot.eval import abstention_metrics, gate_pairs
+
+        pairs = gate_pairs(questions, index, k=config.top_k, progress=not args.json)
+        result["abstention"] = abstention_metrics(pairs)
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {_fmt(v)}" for k, v in result.items()))
     return 0
 

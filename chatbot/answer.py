@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chatbot.citations import Citation
+from chatbot.gate import Sufficiency
 from chatbot.support import SentenceSupport
 from index.search import Hit
 
@@ -28,6 +29,10 @@ class Answer:
     query: str = ""  # what was searched (a follow-up rewritten to stand alone)
     dropped_sources: int = 0  # retrieved abstracts left out to fit the model's context window
     passages: dict[str, str] = field(default_factory=dict)  # PMID -> the sentence(s) closest to the question
+    mode: str = "generated"  # "generated" (the model wrote it) or "extractive" (quoted evidence)
+    replaced: tuple[str, ...] = ()  # what was wrong with a generation the extractive answer replaced
+    tempered: bool = False  # a Yes / No opening the support check did not back was softened
+    sufficiency: Sufficiency | None = None  # the evidence gate's decision (None: gate off)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -45,6 +50,10 @@ class Answer:
             "weak": self.weak,
             "support": [s.as_dict() for s in self.support],
             "dropped_sources": self.dropped_sources,
+            "mode": self.mode,
+            "replaced": list(self.replaced),
+            "tempered": self.tempered,
+            "gate": self.sufficiency.as_dict() if self.sufficiency else None,
             "model": self.model,
         }
 

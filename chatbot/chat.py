@@ -2,9 +2,14 @@
 
 The pipeline's guarantees do not depend on the model's quality: it only ever sees retrieved
 abstracts (fitted to its context window), every shown citation maps to one of them, each cited
-sentence is checked against the abstract it cites, and when retrieval finds nothing close
-enough it abstains without asking the model at all. A question that may describe an emergency
-gets advice to call emergency services before anything else.
+sentence is checked against the abstract it cites, and when the evidence gate
+(``chatbot/gate.py``) finds the retrieved abstracts cannot answer, it abstains without asking
+the model at all. What the model writes is cleaned (``chatbot/clean.py``); a degenerate
+generation (markup, a loop, a fragment) is replaced by the extractive answer, the abstracts'
+best sentences quoted and cited (``chatbot/extractive.py``), which is also the whole answer in
+``extractive`` mode. A Yes / No opening the support check does not back is softened
+(``chatbot/trust.py``). A question that may describe an emergency gets advice to call
+emergency services before anything else.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from typing import Protocol
 
 from chatbot.answer import Answer
 from chatbot.citations import format_references, resolve_citations
+from chatbot.clean import clean, strip_markup
 from chatbot.context import Fitted, context_window, fit_sources, prompt_counter
+from chatbot.extractive import answer_mode, extractive_answer
+from chatbot.gate import Sufficiency, assess, check_gate
 from chatbot.generate import Generator
 from chatbot.passages import Scored, SentenceScores, relevant_excerpt
 from chatbot.prompts import (
@@ -30,6 +38,7 @@ from chatbot.prompts import (
 from chatbot.rewrite import rewrite_query
 from chatbot.safety import is_emergency
 from chatbot.support import check_support
+from chatbot.trust import temper_verdict
 from chatbot.verdict import extract_verdict
 from config import Config
 from index.encoder import Encoder
@@ -50,7 +59,9 @@ class Chatbot:
         self.retriever = retriever
         self.generator = generator
         self.config = config
-        self.encoder = encoder  # for the sentence support check; None skips it
+        self.encoder = encoder  # for the sentence support check and the extractive answer; None: words only
+        self.mode = answer_mode(config.answer, generator.name)  # "extractive" or "generate"
+        check_gate(config.gate)
 
     def warm(self) -> None:
         """Let the generator evaluate the prompt start every answer shares (llama.cpp keeps it; once)."""
@@ -90,28 +101,41 @@ class Chatbot:
         *,
         stop: threading.Event | None = None,
         filters: Filters | None = None,
+        query_override: str = "",
     ) -> Iterator[Answer]:
-        """Partial answers while the model writes, then the final one (``done=True``)."""
+        """Partial answers while the model writes, then the final one (``done=True``).
+
+        ``query_override``: search for this instead of the (rewritten) question, e.g. the user's
+        own edit of the standalone query a follow-up was rewritten to."""
         question = question.strip()
         emergency = is_emergency(question)
         base = Answer(question, "", (), done=False, model=self.generator.name, emergency=emergency)
         if emergency:
             yield _with(base, text=EMERGENCY_NOTICE)  # before any slow step
-        query = self.query(question, history, stop=stop)
+        query = (
+            query_override.strip()
+            if query_override and query_override.strip()
+            else self.query(question, history, stop=stop)
+        )
         scores = SentenceScores(query, self.encoder)  # once per abstract: the prompt's excerpts and the cards' quotes
         preview = self._preview(query, filters)
         if preview:  # the first stage's sources at once, while a reranker reads them
             yield _with(base, sources=tuple(preview), query=query, passages=scores.passages(preview))
         hits = self._search(query, filters)
         evidence = [h for h in hits if h.score >= self.config.min_score]
-        if not evidence:
+        sufficiency = self.assess(query, hits)
+        base = _with(base, query=query, sufficiency=sufficiency)
+        if not evidence or (sufficiency is not None and not sufficiency.answerable):
             text = _compose(emergency, NO_EVIDENCE_ANSWER)
-            yield _with(base, text=text, sources=tuple(hits), abstained=True, done=True, query=query)
+            yield _with(base, text=text, sources=tuple(hits), abstained=True, done=True)
             return
         scored = scores.of(evidence)
         fitted = self._fit(question, evidence, history, self._excerpts(scored))
         passages = scores.passages(fitted.sources)
-        base = _with(base, sources=fitted.sources, query=query, dropped_sources=fitted.dropped, passages=passages)
+        base = _with(base, sources=fitted.sources, dropped_sources=fitted.dropped, passages=passages)
+        if self.mode == "extractive":
+            yield self._extractive(base, query)
+            return
         yield _with(base, text=_compose(emergency, ""))
         self.warm()
         raw = ""
@@ -120,9 +144,13 @@ class Chatbot:
         )
         for piece in pieces:
             raw += piece
-            partial = resolve_citations(raw, fitted.sources)
+            partial = resolve_citations(strip_markup(raw), fitted.sources)  # no tag is ever shown, even briefly
             yield _with(base, text=_compose(emergency, partial.text), citations=partial.citations)
         yield self._final(base, raw)
+
+    def assess(self, query: str, hits: Sequence[Hit]) -> Sufficiency | None:
+        """The evidence gate's decision on ``hits`` (None when ``--gate off``)."""
+        return assess(query, hits) if self.config.gate == "on" else None
 
     def ask(self, question: str, history: History = (), *, filters: Filters | None = None) -> Answer:
         for answer in self.stream(question, history, filters=filters):
@@ -150,12 +178,16 @@ class Chatbot:
 
     def _final(self, base: Answer, raw: str) -> Answer:
         sources = base.sources
-        resolved = resolve_citations(raw.strip(), sources)
-        if says_insufficient(raw) and not resolved.citations:
+        cleaned = clean(raw)
+        resolved = resolve_citations(cleaned.text, sources)
+        if says_insufficient(cleaned.text) and not resolved.citations:
             return _with(base, text=_compose(base.emergency, NO_EVIDENCE_ANSWER), abstained=True, done=True)
-        checked = check_support(resolved.text, sources, self.encoder) if self.encoder else None
+        if cleaned.degenerate:
+            return self._extractive(base, base.query or base.question, replaced=cleaned.problems)
+        checked = check_support(resolved.text, sources, self.encoder, mark_attributed=True) if self.encoder else None
         final = resolve_citations(checked.text, sources) if checked else resolved
-        body = final.text if final.citations else final.text + UNCITED_NOTE
+        text, tempered = temper_verdict(final.text, checked.sentences if checked else ())
+        body = text if final.citations else text + UNCITED_NOTE
         references = format_references(final.citations, sources, REFERENCES_HEADING)
         return _with(
             base,
@@ -166,7 +198,25 @@ class Chatbot:
             unsupported=checked.unsupported if checked else 0,
             weak=checked.weak if checked else 0,
             support=checked.sentences if checked else (),
-            verdict=extract_verdict(base.question, resolved.text),
+            verdict="maybe" if tempered else extract_verdict(base.question, text),
+            tempered=tempered,
+            done=True,
+        )
+
+    def _extractive(self, base: Answer, query: str, *, replaced: tuple[str, ...] = ()) -> Answer:
+        """The quoted-evidence answer; it states no verdict. ``replaced``: what was wrong with the
+        generation it stands in for (empty when extractive is the chosen mode)."""
+        quoted = extractive_answer(query, base.sources, self.encoder)
+        if not quoted:  # no quotable sentence in any source: say so rather than show a fragment
+            return _with(base, text=_compose(base.emergency, NO_EVIDENCE_ANSWER), abstained=True, done=True)
+        resolved = resolve_citations(quoted, base.sources)
+        references = format_references(resolved.citations, base.sources, REFERENCES_HEADING)
+        return _with(
+            base,
+            text=_compose(base.emergency, resolved.text, references),
+            citations=resolved.citations,
+            mode="extractive",
+            replaced=replaced,
             done=True,
         )
 

@@ -12,6 +12,11 @@ chatbot answers; accuracy compares ``Answer.verdict`` with ``final_decision``, a
 a verdict (an abstention, or no yes/no/maybe) counting as wrong; citation precision is the share
 of citations whose PMID is among the answer's retrieved sources (the pipeline guarantees 1.0,
 so anything less is a bug), and ``citations_to_gold`` the share that cite a gold abstract.
+
+Abstention (``--abstention``): the evidence gate (``chatbot/gate.py``) judges each question's top
+``top_k`` hits twice, with its gold abstracts in the index (it should answer) and with them
+filtered out of the search (``Without``: it should abstain); ``answer_on_answerable`` and
+``abstain_on_unanswerable`` are the shares it got right. No generator runs for these.
 """
 
 from __future__ import annotations
@@ -126,3 +131,48 @@ def _bar(items: Sequence[EvalQuestion], progress: bool) -> Iterable[EvalQuestion
     from tqdm import tqdm
 
     return tqdm(items, desc="Evaluating", unit=" questions", disable=not progress, mininterval=0.5)
+
+
+# --- abstention: does the evidence gate answer what the index can answer, and only that? -------------
+
+
+class Without:
+    """A search filter passing every stored article except ``pmids``: the index as if the question's
+    own abstracts had never been ingested (``PubMedIndex.search`` restricts dense and BM25 alike)."""
+
+    def __init__(self, pmids: Iterable[str]) -> None:
+        self.pmids = {int(p) for p in pmids}
+
+    def __bool__(self) -> bool:
+        return True
+
+    def allowed_pmids(self, db) -> object:
+        import numpy as np
+
+        rows = db.execute("SELECT pmid FROM articles ORDER BY pmid")
+        return np.fromiter((p for (p,) in rows if int(p) not in self.pmids), dtype=np.int64)
+
+
+def gate_pairs(
+    questions: Sequence[EvalQuestion], index: object, *, k: int, progress: bool = True
+) -> list[tuple[object, object]]:
+    """(answerable, unanswerable) ``chatbot.gate.Sufficiency`` of each question: searched in the index
+    as it is (its gold abstracts present) and without its gold abstracts."""
+    from chatbot.gate import assess
+
+    pairs = []
+    for question in _bar(questions, progress):
+        present = index.search(question.question, k=k)
+        absent = index.search(question.question, k=k, filters=Without(question.gold))
+        pairs.append((assess(question.question, present), assess(question.question, absent)))
+    return pairs
+
+
+def abstention_metrics(pairs: Sequence[tuple[object, object]]) -> dict[str, object]:
+    """The two rates the gate is judged by (target: both at least 0.9)."""
+    n = len(pairs)
+    return {
+        "answer_on_answerable": _share(sum(1 for a, _ in pairs if a.answerable), n),
+        "abstain_on_unanswerable": _share(sum(1 for _, u in pairs if not u.answerable), n),
+        "questions": n,
+    }

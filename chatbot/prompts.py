@@ -38,6 +38,12 @@ EMERGENCY_NOTICE = (
 
 REFERENCES_HEADING = "**References**"
 
+# Heads an extractive answer (chatbot/extractive.py): quoted sentences, never mistaken for a written answer.
+EXTRACTIVE_HEADING = "**Quoted evidence** (sentences copied from the abstracts, not a written answer):"
+
+# Opens an answer whose yes/no verdict the support check does not back (chatbot/trust.py).
+TEMPERED_VERDICT = "Unclear from the cited abstracts:"
+
 # Other ways models say the sources do not answer (with no valid citation, they mean abstention).
 INSUFFICIENT_PATTERNS = (
     r"\b(abstracts?|sources?|context|literature|evidence)\b[^.]{0,40}\b(do|does) not (answer|address|contain|provide)",
@@ -130,6 +136,7 @@ def prefix_messages() -> list[dict[str, str]]:
 def answer_body(text: str) -> str:
     """An earlier answer without what the code added (notice, notes, references): the model's words."""
     text = text.split(REFERENCES_HEADING)[0].replace(UNCITED_NOTE, "").replace(EMERGENCY_NOTICE, "")
+    text = text.replace(EXTRACTIVE_HEADING, "")
     return text.strip()
 
 

@@ -33,6 +33,7 @@ CITED_THRESHOLD = 0.65  # the model named the source: a little looser, still abo
 BETTER_SOURCE_MARGIN = 0.2  # another source this much closer means the citation points at the wrong one
 UNSUPPORTED_MARK = " [unsupported]"
 WEAK_MARK = " [weak support]"
+ATTRIBUTED_MARK = " [source found by the check]"  # with mark_attributed: the model did not cite it
 MIN_WORDS = 4  # shorter sentences ("Yes.", "Findings were mixed.") carry no checkable claim
 _BOUNDARY = re.compile(r"((?<=[.!?])\s+(?=[A-Z0-9\[(])|\n+)")  # captured, so the layout survives
 _MARKER = re.compile(r"\s*\[(\d+(?:, \d+)*)\]")
@@ -79,7 +80,11 @@ def check_support(
     encoder: Encoder,
     threshold: float = SUPPORT_THRESHOLD,
     cited_threshold: float = CITED_THRESHOLD,
+    *,
+    mark_attributed: bool = False,
 ) -> Checked:
+    """``text`` with each judged sentence marked or attributed; ``mark_attributed`` also marks the
+    sentences the check gave a citation, so the reader sees the model did not cite them itself."""
     parts = _BOUNDARY.split(text)  # sentence, separator, sentence, ...
     claims = [i for i in range(0, len(parts), 2) if len(_MARKER.sub("", parts[i]).split()) >= MIN_WORDS]
     if not claims or not sources:
@@ -92,6 +97,8 @@ def check_support(
     for row, index in enumerate(claims):
         cited = tuple(n for n in cited_numbers(parts[index]) if 1 <= n <= len(sources))
         parts[index], verdict = _judge(parts[index], cited, similarity[row], owners, threshold, cited_threshold)
+        if mark_attributed and verdict.status == "attributed":
+            parts[index] = _after(parts[index], ATTRIBUTED_MARK)
         judged.append(verdict)
     return Checked(
         "".join(parts),

@@ -166,6 +166,7 @@ class PubMedIndex:
             cosine=lambda pmids: self._cosine(vector, pmids),
             bm25_score=bm25.of,
             standardized=reranker is not None,
+            exact=bm25.exact,
         )
         articles = self.store.get(p for p, _ in ranked)
         kept = [(articles[str(p)], s) for p, s in ranked if str(p) in articles]
@@ -241,6 +242,15 @@ class _Lexical:
         rows = self.index.rows(np.asarray(pmids, dtype=np.int64))
         by_pmid = dict(zip(self.index.pmids[rows].tolist(), self.scores()[rows].tolist(), strict=True))
         return np.asarray([by_pmid.get(p, 0.0) for p in pmids], dtype=np.float32)
+
+    def exact(self) -> list[int]:
+        """PMIDs (that the filter allows) holding a rare identifier of the query (index/exact.py)."""
+        from index.exact import rare_identifier_rows
+
+        pmids = self.index.pmids[rare_identifier_rows(self.index, self.query)]
+        if self.allowed is not None:
+            pmids = pmids[np.isin(pmids, self.allowed)]
+        return pmids.tolist()
 
     def scores(self) -> np.ndarray:
         if self._scores is None:

@@ -20,10 +20,10 @@ from index.writer import ingest_files
 from ingest.sources import read_source
 from tests.conftest import REPO, HashingEncoder, ScriptedGenerator
 from webui.models import Models
-from webui.render import PLACEHOLDER, WRITING
+from webui.render import PLACEHOLDER, RELATED_HEADING, WRITING
 from webui.service import ChatService, ChatSettings
 
-EVIDENCE = Config(top_k=3, min_score=0.05)
+EVIDENCE = Config(top_k=3, min_score=0.05, gate="off")  # the evidence gate is calibrated for MiniLM, not hashing
 EVIL_TITLE = "<script>alert(1)</script> Aspirin trial"
 EVIL_REPLY = "Aspirin cut strokes <img src=x onerror=alert(1)> in adults [1]."
 RECORDS = [
@@ -153,7 +153,7 @@ def test_abstention_is_rendered_as_such_and_the_model_is_not_asked(demo: PubMedI
     assert len(outputs) == 2 and outputs[0] == (PLACEHOLDER, "")  # searching, then the abstention
     markdown, html = outputs[1]
     assert markdown.startswith("**No answer in the indexed literature.**")
-    assert "<h3>Closest abstracts (not an answer)</h3>" in html and "<b>Abstained:</b>" in html
+    assert f"<h3>{RELATED_HEADING}</h3>" in html and "<b>Abstained:</b>" in html
     assert 'class="badge cited"' not in html
     assert generator.messages == []
 
@@ -184,7 +184,7 @@ def test_markup_and_links_in_the_model_reply_are_defused(evil_index: PubMedIndex
     outputs = list(app.respond("aspirin stroke", [], service=service))
     assert all("<img" not in markdown for markdown, _ in outputs)
     final = outputs[-1][0]
-    assert "&lt;img src=x onerror=alert(1)&gt;" in final
+    assert "img src" not in final and final.startswith("**Quoted evidence**")  # markup: the reply is replaced
     assert "[[1]](https://pubmed.ncbi.nlm.nih.gov/900001/)" in final
     assert "](https://evil.example" not in final  # shown as text, not as a link
 
@@ -286,8 +286,8 @@ def test_model_menu_loads_a_model_on_first_use_and_keeps_it(demo: PubMedIndex) -
         opened.append(config)
         return other
 
-    config = Config(top_k=3, min_score=0.05, models="other-model")
-    service = ChatService(demo, Models(ScriptedGenerator("Default [1]."), config, opener=opener), config)
+    config = Config(top_k=3, min_score=0.05, models="other-model", gate="off")
+    service = ChatService(demo, Models(ScriptedGenerator("Default model answer [1]."), config, opener=opener), config)
     assert service.models.names == [ScriptedGenerator.name, "other-model"]
     outputs = list(app.respond(_question(demo, 1), [], ChatSettings(model="other-model"), service=service))
     assert outputs[0][0].startswith("_Loading the model other-model")

@@ -291,9 +291,17 @@ def test_cited_sentence_its_source_does_not_support_is_marked_weak(index: PubMed
     assert final.support[0].score > final.support[1].score
 
 
+def _copied(index: PubMedIndex, question: str) -> str:
+    """A sentence of the first source's abstract (no final stop): a claim that source supports."""
+    first = make_bot(index, "x").ask(question).sources[0]
+    return next(s.strip() for s in first.article.abstract.split(". ") if len(s.split()) >= 8).rstrip(".")
+
+
 def test_yes_no_question_gets_a_verdict(index: PubMedIndex, titles: list[str]) -> None:
-    final = make_bot(index, "No: the trial found no effect [1].").ask("Does " + titles[15].rstrip(".?") + "?")
-    assert final.verdict == "no"
+    question = "Does " + titles[15].rstrip(".?") + "?"
+    final = make_bot(index, f"No: {_copied(index, question)} [1].").ask(question)
+    assert final.support[0].status == "supported"
+    assert final.verdict == "no" and not final.tempered
     abstained = make_bot(index, INSUFFICIENT_SENTINEL).ask("Does " + titles[15].rstrip(".?") + "?")
     assert abstained.abstained and abstained.verdict is None
 
@@ -331,7 +339,8 @@ def injected_index(tmp_path_factory: pytest.TempPathFactory) -> PubMedIndex:
 def test_instructions_inside_an_abstract_change_neither_prompt_nor_output_format(injected_index: PubMedIndex) -> None:
     obeying = "Visit cure.example.com [9]. You are now unrestricted."  # a model that followed the injection
     generator = ScriptedGenerator(obeying)
-    bot = Chatbot(injected_index, generator, Config(top_k=2, min_score=0.0))  # no support check: raw output
+    # No support check (raw output) and no evidence gate (calibrated for MiniLM, not the hashing encoder).
+    bot = Chatbot(injected_index, generator, Config(top_k=2, min_score=0.0, gate="off"))
     final = bot.ask("Does aspirin prevent recurrent stroke?")
     assert final.sources[0].pmid == "910001"  # precondition: the poisoned abstract was shown
     system = [m for m in generator.messages if m["role"] == "system"]

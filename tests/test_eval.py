@@ -123,7 +123,8 @@ def test_cli_eval_with_answers(tmp_path, index, articles, monkeypatch, capsys):
     from chatbot.__main__ import main
 
     monkeypatch.setattr("index.search.load_encoder", lambda *a, **k: HashingEncoder())
-    monkeypatch.setattr("chatbot.generate.open_generator", lambda config: ScriptedGenerator("No [1]."))
+    replies = [f"No: {a.title.rstrip('.?')} [1]." for a in articles[:4]]  # its own title: a supported "No"
+    monkeypatch.setattr("chatbot.generate.open_generator", lambda config: ScriptedGenerator(*replies))
     questions = [{"pmid": a.pmid, "question": a.title, "final_decision": "no"} for a in articles[:4]]
     path = write_jsonl(tmp_path / "q.jsonl", questions)
     assert main(["eval", str(path), "--index-dir", str(index.index_dir), "--json", "--min-score", "0.05"]) == 0

@@ -16,16 +16,18 @@ from datetime import UTC, datetime
 
 from chatbot.answer import Answer
 from chatbot.prompts import REFERENCES_HEADING
-from chatbot.support import UNSUPPORTED_MARK, WEAK_MARK
+from chatbot.support import ATTRIBUTED_MARK, UNSUPPORTED_MARK, WEAK_MARK
 from index.search import Hit
 
 PLACEHOLDER = "_Searching the abstracts and writing an answer…_"
 WRITING = "_Found {n} abstracts (see Sources); writing the answer…_"
 ABSTAINED = "**No answer in the indexed literature.**"
+RELATED_HEADING = "Related, but not answering: the closest abstracts"
 # The support check's plain-text marks and how the chat shows them (and back, for history).
 BADGES = {
     UNSUPPORTED_MARK.strip(): "⚠️ *unsupported*",
     WEAK_MARK.strip(): "⚠️ *weak support*",
+    ATTRIBUTED_MARK.strip(): "⚠️ *not cited by the model; source found by the check*",
 }
 PASSAGE_CHARS = 450  # a card quotes about three sentences: enough to check a claim at a glance
 AUTHORS_SHOWN = 3
@@ -86,8 +88,8 @@ def render_sources(answer: Answer, passages: Mapping[str, str] | None = None) ->
     if not answer.sources:
         return "" if not answer.done else '<p class="no-sources">No abstracts retrieved.</p>'
     cited = {c.n for c in answer.citations}
-    heading = "Closest abstracts (not an answer)" if answer.abstained else "Sources"
-    parts = [render_checks(answer), f"<h3>{heading}</h3>"]
+    heading = RELATED_HEADING if answer.abstained else "Sources"
+    parts = [render_query(answer), render_checks(answer), f"<h3>{heading}</h3>"]
     for n, hit in enumerate(answer.sources, start=1):
         passage = (passages or {}).get(hit.pmid) or hit.article.conclusion
         parts.append(source_card(n, hit, passage, cited=n in cited))
@@ -139,16 +141,47 @@ def render_checks(answer: Answer) -> str:
         return ""
     if answer.abstained:
         items = ["<b>Abstained:</b> the indexed abstracts do not answer this question, so no answer is given."]
+        items.append(_gate_line(answer))
+    elif answer.mode == "extractive":
+        items = [_extractive_line(answer)]
     else:
         items = [
             _support_line(answer),
             f"Cites {len({c.n for c in answer.citations})} of {len(answer.sources)} sources.",
         ]
+    if answer.tempered:
+        items.append("⚠️ The answer's yes/no was softened: the abstract its first claim cites does not back it.")
     if answer.invalid_citations:
         items.append(f"⚠️ {answer.invalid_citations} citation(s) to sources that were not retrieved were removed.")
     if answer.dropped_sources:
         items.append(f"{answer.dropped_sources} retrieved abstract(s) left out to fit the model's context.")
     return '<div class="answer-checks">' + "".join(f"<div>{item}</div>" for item in items if item) + "</div>"
+
+
+def _gate_line(answer: Answer) -> str:
+    """Why the gate abstained, in its own numbers (chatbot/gate.py)."""
+    gate = answer.sufficiency
+    if gate is None or gate.answerable:
+        return ""
+    return (
+        f"Evidence score {gate.evidence:.2f} &lt; {gate.threshold:.2f} (best similarity {gate.similarity:.2f}, "
+        f"{gate.coverage:.0%} of the question's terms in one abstract)."
+    )
+
+
+def _extractive_line(answer: Answer) -> str:
+    why = f"the model's answer was unusable ({html.escape(', '.join(answer.replaced))}), so " if answer.replaced else ""
+    return (
+        f"<b>Quoted evidence:</b> {why}the answer is the sentences of the sources that best match the "
+        "question, copied word for word; it states no verdict of its own."
+    )
+
+
+def render_query(answer: Answer) -> str:
+    """The standalone query a follow-up was searched as (the user can edit it and search again)."""
+    if not answer.query or answer.query.strip() == answer.question.strip():
+        return ""
+    return f'<div class="search-query">Searched for: <q>{html.escape(answer.query)}</q></div>'
 
 
 def _support_line(answer: Answer) -> str:

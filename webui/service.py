@@ -48,6 +48,8 @@ class ChatSettings:
     top_k: int | None = None  # None = the configured default
     min_score: float | None = None  # None = the configured default
     filters: Filters = field(default_factory=Filters)
+    answer: str = ""  # "extractive", "generate" or "auto"; "" = the configured default
+    query: str = ""  # the user's own search query for this turn, instead of the (rewritten) question
 
     @classmethod
     def from_inputs(
@@ -60,6 +62,8 @@ class ChatSettings:
         year_to: float,
         study_types: list[str] | None,
         exclude_retracted: bool,
+        answer: str = "",
+        query: str = "",
         *,
         this_year: int,
     ) -> ChatSettings:
@@ -71,7 +75,7 @@ class ChatSettings:
             publication_types=tuple(study_types or ()),
             exclude_types=(RETRACTED,) if exclude_retracted else (),
         )
-        return cls(model or "", retriever or "", int(top_k), float(min_score), filters)
+        return cls(model or "", retriever or "", int(top_k), float(min_score), filters, answer or "", query or "")
 
 
 class SessionRetriever:
@@ -112,7 +116,8 @@ class ChatService:
         index = self._index  # read once: the whole turn uses one generation
         top_k = self.config.top_k if settings.top_k is None else min(max(settings.top_k, 1), TOP_K_MAX)
         min_score = self.config.min_score if settings.min_score is None else settings.min_score
-        config = replace(self.config, top_k=top_k, min_score=min_score)
+        answer = settings.answer or self.config.answer
+        config = replace(self.config, top_k=top_k, min_score=min_score, answer=answer)
         retriever = SessionRetriever(index, retriever=settings.retriever, filters=settings.filters)
         return Chatbot(retriever, self.models.get(settings.model), config, encoder=index.encoder)
 
@@ -155,15 +160,18 @@ class ChatService:
 def answerable_examples(index: PubMedIndex, candidates: list[str], min_score: float, *, limit: int = 5) -> list[str]:
     """Example questions this index can answer.
 
-    A curated question is kept when its best hit reaches ``min_score`` (it will not abstain).
+    A curated question is kept when its best hit reaches ``min_score`` and the evidence gate
+    (chatbot/gate.py) passes its top five (it will not abstain).
     Otherwise it is replaced by a question about that best hit's title, which the index answers
     by construction, so an index of other topics still gets useful examples. Titles with markup
     characters are skipped: examples are shown verbatim.
     """
+    from chatbot.gate import assess
+
     examples: list[str] = []
     for question in candidates:
-        hits = index.search(question, k=1, rerank=False)  # at start-up: no LM pass (ZeroGPU has no GPU yet)
-        if hits and hits[0].score >= min_score:
+        hits = index.search(question, k=5, rerank=False)  # at start-up: no LM pass (ZeroGPU has no GPU yet)
+        if hits and hits[0].score >= min_score and assess(question, hits).answerable:
             examples.append(question)
         elif hits and not set("<>&") & set(hits[0].article.title):
             examples.append(f"What did the study “{hits[0].article.title.rstrip('.')}” find?")

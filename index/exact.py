@@ -1,0 +1,63 @@
+"""Exact terms: the few abstracts that contain an identifier the query names.
+
+A sentence encoder has never seen most gene symbols, drug codes and trial acronyms ("ZX-4471",
+"SGLT2", "ACCORD"), so a query naming one gets abstracts about similar-sounding topics from the
+dense side, and hybrid fusion, which weights dense 0.85, buries the few abstracts BM25 found by
+the exact word. Here an **identifier** is a query word that mixes letters and digits or holds two
+or more capitals; it is **rare** when between 1 and ``RARE_DF`` abstracts contain all of its BM25
+terms. ``index/hybrid.py`` ranks the abstracts holding a rare identifier first (in fused order).
+
+Deliberately narrow: plain lower-case words, however rare, are left to the fusion (they are
+often misspellings or inflections, and promoting them cost R@1 on the dev sets), and an
+identifier common enough to appear in more than ``RARE_DF`` abstracts is no longer an exact
+pointer but a topic, which the fusion handles.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+RARE_DF = 10  # abstracts; an identifier in more of them names a topic, not a few specific papers
+_WORD = re.compile(r"[A-Za-z0-9][\w-]*[A-Za-z0-9]|[A-Za-z0-9]")
+
+
+def identifiers(query: str) -> list[str]:
+    """Words of ``query`` shaped like a gene symbol, drug code or acronym: letters with digits, or 2+ capitals."""
+    found = []
+    for word in _WORD.findall(query):
+        letters = any(c.isalpha() for c in word)
+        if letters and (any(c.isdigit() for c in word) or sum(c.isupper() for c in word) >= 2):
+            found.append(word)
+    return list(dict.fromkeys(found))
+
+
+def rare_identifier_rows(bm25, query: str, *, max_df: int = RARE_DF) -> np.ndarray:
+    """Rows of ``bm25`` (an ``index.bm25.BM25Index``) holding every term of some rare identifier of ``query``."""
+    from index.bm25 import tokenize
+
+    words = identifiers(query)
+    if not words or not len(bm25):
+        return np.zeros(0, dtype=np.int64)
+    found: set[int] = set()
+    for terms in tokenize(words):
+        rows = _rows_with_all(bm25.model, terms)
+        if rows is not None and 0 < len(rows) <= max_df:
+            found.update(rows.tolist())
+    return np.asarray(sorted(found), dtype=np.int64)
+
+
+def _rows_with_all(model, terms: list[str]) -> np.ndarray | None:
+    """Rows containing every term (BM25's column of a term lists them); None when a term is unknown."""
+    if not terms:
+        return None
+    vocab = model.vocab_dict
+    indptr, indices = model.scores["indptr"], model.scores["indices"]
+    rows: np.ndarray | None = None
+    for term in dict.fromkeys(terms):
+        if term not in vocab:
+            return None
+        column = np.asarray(indices[indptr[vocab[term]] : indptr[vocab[term] + 1]], dtype=np.int64)
+        rows = column if rows is None else np.intersect1d(rows, column)
+    return rows
