@@ -39,7 +39,7 @@ class LongTextEncoder:
         self.backend = getattr(inner, "backend", "torch")
         self._offsets, self.max_tokens, self.overlap = offsets, max_tokens, overlap
 
-    windows = 0  # windows encoded so far (the unit of encoder work: a long abstract makes several)
+    windows_encoded = 0  # windows encoded so far (the unit of encoder work: a long abstract makes several)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
@@ -49,7 +49,7 @@ class LongTextEncoder:
             windows = split_text(text, offsets, self.max_tokens, self.overlap)
             pieces.extend(windows)
             owners.extend([row] * len(windows))
-        self.windows += len(pieces)
+        self.windows_encoded += len(pieces)
         if len(pieces) == len(texts):
             return self.inner.encode(texts)
         vectors = self.inner.encode(pieces)

@@ -120,10 +120,10 @@ class BackgroundEmbedder:
             self._bar.update(len(window))
         else:
             encoder = self.encoder()
-            before = getattr(encoder, "windows", None)
+            before = getattr(encoder, "windows_encoded", None)
             self.cache.put(hashes, encoder.encode([text for _, text in window]))
             self.encoded += len(window)
-            after = getattr(encoder, "windows", None)
+            after = getattr(encoder, "windows_encoded", None)
             self._bar.update(after - before if before is not None and after is not None else len(window))
         self._bar.set_postfix(abstracts=self.encoded + self.resumed, refresh=False)
 
