@@ -52,7 +52,7 @@ def index(demo_index: Path) -> PubMedIndex:
 
 
 def test_emergency_advice_comes_first_in_every_streamed_answer(index: PubMedIndex) -> None:
-    bot = Chatbot(index, ScriptedGenerator("Aspirin reduced events [1]."), Config(top_k=3, min_score=0.0))
+    bot = Chatbot(index, ScriptedGenerator("Aspirin reduced events [1]."), Config(top_k=3, min_score=0.0, gate="off"))
     answers = list(bot.stream("I have chest pain right now, should I take aspirin?"))
     assert answers[0].text == EMERGENCY_NOTICE and not answers[0].sources  # before retrieval
     assert all(a.text.startswith(EMERGENCY_NOTICE) and a.emergency for a in answers)
@@ -70,6 +70,6 @@ def test_emergency_advice_also_precedes_an_abstention(index: PubMedIndex) -> Non
 
 
 def test_research_question_gets_no_notice(index: PubMedIndex) -> None:
-    bot = Chatbot(index, ScriptedGenerator("Aspirin reduced events [1]."), Config(top_k=3, min_score=0.0))
+    bot = Chatbot(index, ScriptedGenerator("Aspirin reduced events [1]."), Config(top_k=3, min_score=0.0, gate="off"))
     final = bot.ask("Does aspirin reduce mortality after myocardial infarction?")
     assert not final.emergency and EMERGENCY_NOTICE not in final.text
