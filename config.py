@@ -31,7 +31,7 @@ class Config:
     top_k: int = 5  # abstracts retrieved and shown to the model per question
     min_score: float = 0.35  # below this cosine similarity a hit is not evidence (calibrated for MiniLM)
     max_new_tokens: int = 320  # cap on answer length
-    passage_tokens: int = 120  # tokens of each source the model reads (its question-relevant sentences); 0 = all
+    passage_tokens: int = 60  # tokens of each source the model reads (its question-relevant sentences); 0 = all
     temperature: float = 0.0  # 0 = greedy decoding: reproducible answers
     host: str = "127.0.0.1"  # app bind address (0.0.0.0 to serve a network / a Space)
     port: int = 7860  # app port

@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             found[name], seconds[f"{name}_queries"] = timed(lambda name=name: rankings(index, name, questions))
         sweep = {w: metrics(weighted(index, w, questions), questions) for w in args.sweep}
         if args.rerank:
-            found |= reranked(index, args.rerank, args.rerank_depths, questions, seconds)
+            found |= reranked(index, args.rerank, args.rerank_depths, questions, seconds, args.ql_tokens)
     baseline, seconds["bm25s_baseline"] = timed(lambda: bm25_rankings(articles, questions, stem=not args.no_stem))
     scores = {name: metrics(ranked, questions) for name, ranked in found.items()}
     base = metrics(baseline, questions)
@@ -212,6 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "rrf": f"reciprocal rank fusion, c=60, equal weights, top {CANDIDATES} of each",
             "baseline": bm25_name(stem=not args.no_stem),
             "rerank": args.rerank,
+            "ql_tokens": args.ql_tokens or None,
             "embedding_cache": str(args.embedding_cache) if args.embedding_cache else None,
             "texts_embedded_this_run": getattr(encoder, "encoded", None),
         },
@@ -230,7 +231,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def reranked(
-    index: PubMedIndex, setting: str, depths: Sequence[int], questions: Sequence[Question], seconds: dict[str, float]
+    index: PubMedIndex,
+    setting: str,
+    depths: Sequence[int],
+    questions: Sequence[Question],
+    seconds: dict[str, float],
+    ql_tokens: int = 0,
 ) -> dict[str, list[list[str]]]:
     """``hybrid`` reranked by ``setting`` at each depth, deepest first, through ``PubMedIndex.search``."""
     import numpy as np
@@ -240,6 +246,8 @@ def reranked(
     reranker = load_reranker(setting)
     if reranker is None:
         raise SystemExit(f"reranker {setting!r} is not available here")
+    if ql_tokens and hasattr(reranker, "passage_tokens"):
+        reranker.passage_tokens = ql_tokens
     score = reranker.scores
     memo: dict[tuple[str, str], float] = {}
 
@@ -327,6 +335,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rerank", default="", help="also rank hybrid reranked as --rerank SETTING would, e.g. ql")
     parser.add_argument(
         "--rerank-depths", type=int, nargs="*", default=[], help="candidates reranked (default: the reranker's own)"
+    )
+    parser.add_argument(
+        "--ql-tokens", type=int, default=0, help="ql: abstract tokens the LM reads (default: the reranker's own)"
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON result file (default: benchmarks/results/...)")
     return parser.parse_args(argv)

@@ -15,7 +15,7 @@ token), and reorders the top ``QL_DEPTH`` by ``first-stage score + QL_WEIGHT * t
 every word of the abstract before it sees the question, which a single-vector retriever cannot.
 On its own a 135M-parameter LM's order is better than the first stage on PubMedQA dev but worse on
 BioASQ; added to the first stage's z-score it lifts both dev sets (BENCHMARKS.md). Each candidate
-costs one forward pass (~0.5 s on 2 CPU cores, SmolLM2-135M).
+costs one forward pass over its first ``QL_PASSAGE_TOKENS`` tokens (~0.2 s on 2 CPU cores, SmolLM2-135M).
 
 Offline-first like every model here: when the model is neither a local folder nor cached and the
 Hub cannot be reached, ``load_reranker`` logs one clear warning and returns None, and search goes
@@ -45,7 +45,7 @@ QL = "ql"  # --rerank ql, or ql:MODEL (a causal LM: Hub id, folder or .gguf file
 DEFAULT_QL_MODEL = SMOLLM2_ID
 QL_DEPTH = 5  # candidates the LM reads per question: the chatbot's default top_k, what it shows and cites
 QL_WEIGHT = 0.5  # of the mean log-probability, added to the first stage's z-score (dev sets: 0.25-3 all help)
-QL_PASSAGE_TOKENS = 384  # the abstract's first tokens the LM reads (title and aims come first)
+QL_PASSAGE_TOKENS = 128  # the abstract's first tokens the LM reads: 384 took 3x the time, same R@1 (BENCHMARKS.md)
 QL_PROMPT = "Passage: {passage}"
 QL_INSTRUCTION = "\nPlease write a question based on this passage.\nQuestion:"
 OFF = ("", "off", "none", "no", "false", "0")

@@ -105,6 +105,10 @@ class PubMedIndex:
         load = getattr(self._reranker, "load", None)
         return load() if load is not None else self._reranker
 
+    @reranker.setter
+    def reranker(self, reranker: Reranker | None) -> None:
+        self._reranker = reranker
+
     @property
     def encoder(self) -> Encoder:
         """The manifest's encoder, loaded on first use; never a fallback, so vectors stay comparable."""
