@@ -139,7 +139,10 @@ def cold(tree: Path, work: Path) -> dict[str, object]:
 
 
 def stages(tree: Path, work: Path, gguf: Path, questions: list[str], max_new_tokens: int, busy: bool) -> dict:
-    env = tree_env(tree, work, generator=str(gguf), max_new_tokens=str(max_new_tokens), rerank="ql")
+    # answer=generate: the tiny offline model would otherwise quote evidence instead of generating (issue #16);
+    # a tree without that setting ignores the variable.
+    settings = {"generator": str(gguf), "max_new_tokens": str(max_new_tokens), "rerank": "ql", "answer": "generate"}
+    env = tree_env(tree, work, **settings)
     worker = [sys.executable, str(REPO_ROOT / "benchmarks" / "answer_stages.py"), *questions]
     beside = subprocess.Popen(BUSY) if busy else None
     try:
