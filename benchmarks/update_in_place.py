@@ -207,7 +207,8 @@ def meta_segments(gen1: Path, gen2: Path, update: Path) -> None:
     store = meta.stage(gen2, gen1, [["articles.sqlite", -1]], 1)
     apply_update(store, *_meta_update(update))
     store.count()
-    meta.finish(gen2, store)
+    pairs, _ = meta.finish(gen2, store)
+    (gen2 / "meta.json").write_text(json.dumps(pairs))
 
 
 def _meta_update(update: Path) -> tuple[list, list[int]]:
@@ -250,7 +251,9 @@ def run_metadata(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     from index import meta_segments as meta
 
     full = MetadataStore(tmp / "meta-full-gen2" / "articles.sqlite", read_only=True)
-    segmented = meta.open_store(tmp / "meta-seg-gen2", [["articles.sqlite", -1], ["articles-000001.sqlite", -1]])
+    pairs = json.loads((tmp / "meta-seg-gen2" / "meta.json").read_text())
+    segmented = meta.open_store(tmp / "meta-seg-gen2", pairs)
+    result["meta_segments"] = pairs
     query = "SELECT * FROM articles ORDER BY pmid"
     result["rows_identical"] = full.db.execute(query).fetchall() == segmented.db.execute(query).fetchall()
     return result

@@ -75,6 +75,9 @@ class SegmentedStore(MetadataStore):
         self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         if new:
             self.table = "main.articles"
+            # A staged file is discarded whole on any failure, so its journal need not reach the disk,
+            # and a page cache that holds a daily file's rows writes each page once, at the commit.
+            self.db.executescript("PRAGMA journal_mode = MEMORY; PRAGMA cache_size = -131072;")
             self.db.executescript(_SCHEMA + _DEAD + ";")
         for segment in self.segments:
             path = (folder / segment.name).resolve().as_uri() + "?mode=ro&immutable=1"
