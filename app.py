@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         service = open_service(config)
         if on_zero_gpu:
             service.models.preload()
-        examples = answerable_examples(service.index, EXAMPLES, config.min_score)
+        examples = answerable_examples(service.index, EXAMPLES, config.min_score, gate=config.gate == "on")
         threading.Thread(target=warm_up, args=(service,), name="warm-up", daemon=True).start()
         ui = build_ui(service, examples=examples, ingest=ingest)
         ui.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1).launch(**launch_options(config))

@@ -4,7 +4,8 @@
 dev questions: a first question on the topic, then a follow-up that only makes sense after it
 ("And in the elderly?"); the gold abstract is the dev question's own (its ``pmid``). The first
 turn's answer, which the rewriter also reads, is the extractive answer to it (what the app shows
-with the offline model). Each follow-up is searched (hybrid, top 10, first stage only) three ways:
+with the offline model), or empty with ``--no-answers``. Each follow-up is searched (hybrid, top
+10, first stage only) three ways:
 
 - ``as asked``: the follow-up alone, no rewriting;
 - ``fallback``: the deterministic rewrite (the previous question's content words, then the follow-up);
@@ -61,6 +62,11 @@ def open_pubmedqa_index(work: Path, encoder, distractors: int) -> PubMedIndex:
     return PubMedIndex(index_dir, encoder=encoder)
 
 
+def first_answer(index: PubMedIndex, question: str, encoder) -> str:
+    """What the app answers the first question with the offline model: the quoted evidence."""
+    return extractive_answer(question, index.search(question, k=Config().top_k, rerank=False), encoder)
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     from chatbot.generate import open_generator
 
@@ -73,8 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         index = open_pubmedqa_index(work, encoder, args.distractors)
         queries: dict[str, list[str]] = {"as asked": [], "fallback": [], "model": []}
         for item in items:
-            first_hits = index.search(item["first"], k=Config().top_k, rerank=False)
-            history = [(item["first"], extractive_answer(item["first"], first_hits, encoder))]
+            history = [(item["first"], first_answer(index, item["first"], encoder) if args.answers else "")]
             queries["as asked"].append(item["follow_up"])
             queries["fallback"].append(fallback_query(item["follow_up"], history))
             queries["model"].append(rewrite_query(item["follow_up"], history, generator))
@@ -87,6 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "conversations": len(items),
         "detected_as_follow_ups": sum(looks_like_follow_up(i["follow_up"], [("x", "y")]) for i in items),
         "generator": generator.name,
+        "first_answers_in_history": args.answers,
         "metrics": {name: metrics(ranked, questions) for name, ranked in rankings.items()},
         "queries": [{name: q[j] for name, q in queries.items()} for j in range(len(items))],
         "machine": machine_info(),
@@ -100,6 +106,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--embedding-cache", type=Path, default=None, help="SQLite vectors by text hash")
     parser.add_argument("--work", type=Path, default=None, help="keep the index here (reused when present)")
     parser.add_argument("--out", type=Path, default=None, help="JSON result file (default: benchmarks/results/...)")
+    parser.add_argument(
+        "--no-answers",
+        dest="answers",
+        action="store_false",
+        help="leave the first turn's answer empty (saves embedding its sources' sentences)",
+    )
     return parser.parse_args(argv)
 
 

@@ -7,8 +7,9 @@ of the retrieved abstracts, with the index's own encoder:
   ``CITED_THRESHOLD``, or when another retrieved abstract matches it far better, it keeps its
   citation but is marked ``[weak support]``;
 - an **uncited** sentence that closely matches some abstract (``SUPPORT_THRESHOLD``) gets that
-  abstract's number, so a weak model's answer is still traceable; one that matches nothing is
-  marked ``[unsupported]``.
+  abstract's number, so a weak model's answer is still traceable (with ``mark_attributed``, as
+  the chatbot calls it, also marked ``[source found by the check]``: the model did not cite it);
+  one that matches nothing is marked ``[unsupported]``.
 
 Marks follow the sentence they judge; nothing is hidden. Similarity shows where a claim comes
 from, not that it is true: it does not understand negation ("reduced" vs "did not reduce"), so a

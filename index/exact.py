@@ -5,12 +5,13 @@ A sentence encoder has never seen most gene symbols, drug codes and trial acrony
 dense side, and hybrid fusion, which weights dense 0.85, buries the few abstracts BM25 found by
 the exact word. Here an **identifier** is a query word that mixes letters and digits or holds two
 or more capitals; it is **rare** when between 1 and ``RARE_DF`` abstracts contain all of its BM25
-terms. ``index/hybrid.py`` ranks the abstracts holding a rare identifier first (in fused order).
+terms. ``index/hybrid.py`` moves the abstracts holding a rare identifier up to just after the
+fused first hit (in fused order among themselves; BENCHMARKS.md issue #16 has both dev sets).
 
-Deliberately narrow: plain lower-case words, however rare, are left to the fusion (they are
-often misspellings or inflections, and promoting them cost R@1 on the dev sets), and an
-identifier common enough to appear in more than ``RARE_DF`` abstracts is no longer an exact
-pointer but a topic, which the fusion handles.
+Deliberately narrow: plain lower-case words, however rare (a new drug name), are left to the
+fusion (often misspellings or inflections; not measured), and an identifier common enough to
+appear in more than ``RARE_DF`` abstracts is no longer an exact pointer but a topic, which the
+fusion handles.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from index.writer import ingest_files
 from ingest.sources import read_source
 from tests.conftest import REPO, HashingEncoder, ScriptedGenerator
 
-EVIDENCE = Config(top_k=3, min_score=0.05)  # the hashing encoder's title queries score 0.3-0.7
+EVIDENCE = Config(top_k=3, min_score=0.05, gate="off")  # hashing title queries score 0.3-0.7; the gate is for MiniLM
 STRICT = Config(top_k=3, min_score=0.5)  # above what a query sharing no words with the corpus reaches
 NONSENSE = "zzzz qqqq xxxx"
 

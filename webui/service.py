@@ -157,11 +157,13 @@ class ChatService:
         return self._index.stats()
 
 
-def answerable_examples(index: PubMedIndex, candidates: list[str], min_score: float, *, limit: int = 5) -> list[str]:
+def answerable_examples(
+    index: PubMedIndex, candidates: list[str], min_score: float, *, limit: int = 5, gate: bool = True
+) -> list[str]:
     """Example questions this index can answer.
 
-    A curated question is kept when its best hit reaches ``min_score`` and the evidence gate
-    (chatbot/gate.py) passes its top five (it will not abstain).
+    A curated question is kept when its best hit reaches ``min_score`` and (``gate``) the evidence
+    gate (chatbot/gate.py) passes its top five (it will not abstain).
     Otherwise it is replaced by a question about that best hit's title, which the index answers
     by construction, so an index of other topics still gets useful examples. Titles with markup
     characters are skipped: examples are shown verbatim.
@@ -171,7 +173,7 @@ def answerable_examples(index: PubMedIndex, candidates: list[str], min_score: fl
     examples: list[str] = []
     for question in candidates:
         hits = index.search(question, k=5, rerank=False)  # at start-up: no LM pass (ZeroGPU has no GPU yet)
-        if hits and hits[0].score >= min_score and assess(question, hits).answerable:
+        if hits and hits[0].score >= min_score and (not gate or assess(question, hits).answerable):
             examples.append(question)
         elif hits and not set("<>&") & set(hits[0].article.title):
             examples.append(f"What did the study “{hits[0].article.title.rstrip('.')}” find?")
