@@ -183,6 +183,7 @@ def _settings_sidebar(service: ChatService) -> list:
             gr.Checkbox(value=True, label="Leave out retracted publications"),
             gr.Dropdown(ANSWER_CHOICES, value=config.answer, label="Answer"),
             gr.Textbox(
+                value="",  # a default, so API clients (gradio_client /chat) may leave it out
                 label="Search query (optional)",
                 placeholder="Empty: the question itself; a follow-up is rewritten (shown above the sources)",
                 info="Searched instead of your question: paste and fix the query shown above the sources.",

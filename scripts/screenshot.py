@@ -25,9 +25,12 @@ CHROMIUM_FLAGS = [
 PUBMED_LINK = "#sources a[href*='pubmed.ncbi.nlm.nih.gov']"
 
 
+CHAT_PLACEHOLDER = "Type a message..."  # Gradio ChatInterface's input
+
+
 def ask(page, question: str, *, timeout_ms: int = 180_000) -> str:
     """Send ``question`` in the chat and wait for the finished answer and its sources; the answer's text."""
-    box = page.get_by_role("textbox").first
+    box = page.get_by_placeholder(CHAT_PLACEHOLDER)  # the chat's own box (the sidebar has a text field too)
     box.fill(question)
     box.press("Enter")
     return wait_for_answer(page, timeout_ms=timeout_ms)

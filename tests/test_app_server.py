@@ -60,7 +60,7 @@ def _serve(service: ChatService, **options: object):
 
 @pytest.fixture(scope="module")
 def server(demo_index: Path) -> Iterator[tuple[str, ChatService]]:
-    config = Config(top_k=3, min_score=0.0, max_chats=2, models="slow")
+    config = Config(top_k=3, min_score=0.0, max_chats=2, models="slow", gate="off")  # hashing scores
     slow = EchoGenerator(delay_s=0.05, words=400)
     models = Models(EchoGenerator(delay_s=0.002), config, opener=lambda _config: slow)
     service = ChatService(PubMedIndex(demo_index, encoder=HashingEncoder()), models, config)
@@ -121,9 +121,11 @@ def test_load_test_runs_simultaneous_chats_without_errors(server: tuple[str, Cha
 
 
 def test_a_login_keeps_anonymous_clients_out(demo_index: Path) -> None:
-    config = Config(top_k=3, min_score=0.0)
+    config = Config(top_k=3, min_score=0.0, gate="off")  # the gate is calibrated for MiniLM, not hashing
     service = ChatService(
-        PubMedIndex(demo_index, encoder=HashingEncoder()), Models(ScriptedGenerator("Hi [1]."), config), config
+        PubMedIndex(demo_index, encoder=HashingEncoder()),
+        Models(ScriptedGenerator("Hi from the model [1]."), config),
+        config,
     )
     ui, url = _serve(service, auth=[("alice", "s3cret")])
     try:

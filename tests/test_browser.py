@@ -117,7 +117,13 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log = folder / "app.log"
     # Gradio's own variables choose host and port here: the app must honour them.
-    env = _environment(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), PUBMED_RAG_MAX_NEW_TOKENS="64")
+    # A generated (streamed) answer: with the tiny offline model the default would be quoted evidence.
+    env = _environment(
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+        PUBMED_RAG_MAX_NEW_TOKENS="64",
+        PUBMED_RAG_ANSWER="generate",
+    )
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "app.py", "--index-dir", str(index_dir)], cwd=REPO, env=env, stdout=out, stderr=out
