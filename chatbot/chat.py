@@ -120,7 +120,8 @@ class Chatbot:
         scores = SentenceScores(query, self.encoder)  # once per abstract: the prompt's excerpts and the cards' quotes
         preview = self._preview(query, filters)
         if preview:  # the first stage's sources at once, while a reranker reads them
-            yield _with(base, sources=tuple(preview), query=query, passages=scores.passages(preview))
+            shown = _compose(emergency, "")  # the emergency notice stays first
+            yield _with(base, text=shown, sources=tuple(preview), query=query, passages=scores.passages(preview))
         hits = self._search(query, filters)
         evidence = [h for h in hits if h.score >= self.config.min_score]
         sufficiency = self.assess(query, hits)

@@ -24,7 +24,7 @@ from chatbot.chat import Chatbot
 from chatbot.generate import find_gguf, open_generator, packaged_smollm2, resolve_backend
 from chatbot.passages import Scored, relevant_excerpt, score_sentences, sentences
 from chatbot.presets import PRESETS
-from chatbot.prompts import build_messages, prefix_messages
+from chatbot.prompts import EMERGENCY_NOTICE, build_messages, prefix_messages
 from config import DEFAULT_GENERATOR, Config
 from index.encoding import INT8_FLAGS, cpu_backend
 from index.search import PubMedIndex, open_index
@@ -304,6 +304,8 @@ def test_sources_show_before_the_reranker_reorders_them(demo_index: Path) -> Non
     assert set(preview.passages) == set(first_stage)  # the cards' quotes come with the first sources
     assert [h.pmid for h in answers[-1].sources] == first_stage[::-1] and Reverse.calls == 1
     assert answers[-1].passages == {p: preview.passages[p] for p in first_stage[::-1]}
+    emergency = list(bot.stream("I have chest pain right now: " + question))
+    assert all(a.text.startswith(EMERGENCY_NOTICE) for a in emergency)  # the preview keeps the notice first
 
 
 @pytest.mark.slow
