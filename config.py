@@ -19,6 +19,8 @@ DEFAULT_ENCODER = "NeuML/pubmedbert-base-embeddings"
 # Qwen2.5-1.5B-Instruct: Apache-2.0, follows "cite [n]" instructions reliably, and at 1.5B
 # parameters answers in tens of seconds on a laptop CPU (7B medical models need a GPU).
 DEFAULT_GENERATOR = "Qwen/Qwen2.5-1.5B-Instruct"
+# Most hits one question or search may ask for: each is ranked, may be reranked, and is read.
+MAX_TOP_K = 100
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,14 @@ class Config:
     query_encoder: str = ""  # a new index's query-side model when it differs from --encoder; "" = same or known pair
     index_type: str = "auto"  # vector index: flat (exact), hnsw, ivfpq, or auto (flat below 500k abstracts)
     encoder_backend: str = "auto"  # what runs a new index's encoder: auto, torch, onnx or onnx-int8 (docs/INGEST.md)
+    max_question_chars: int = 1000  # longer questions are refused: every step's cost grows with the question
+
+    def __post_init__(self) -> None:
+        """Bounds on what one request may cost; a value outside them is an error naming its setting."""
+        if not 1 <= self.top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k={self.top_k}: must be 1 to {MAX_TOP_K}")
+        if self.max_question_chars < 1:
+            raise ValueError(f"max_question_chars={self.max_question_chars}: must be at least 1")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
@@ -88,6 +98,31 @@ def _coerce(name: str, value: object) -> object:
         raise ValueError(f"configuration {name}={value!r}: expected {type(default).__name__}") from exc
 
 
+class QuestionTooLong(ValueError):
+    pass
+
+
+def check_question(question: str, config: Config) -> str:
+    """``question`` when it is within ``config.max_question_chars``; else ``QuestionTooLong`` saying so."""
+    if len(question) > config.max_question_chars:
+        raise QuestionTooLong(
+            f"the question is {len(question):,} characters long; the limit is {config.max_question_chars:,} "
+            f"(max_question_chars): ask it in a sentence or two"
+        )
+    return question
+
+
+def top_k_value(text: str) -> int:
+    """An argparse type for ``-k`` / ``--top-k``: 1 to ``MAX_TOP_K``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_TOP_K:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: give 1 to {MAX_TOP_K}")
+    return value
+
+
 def add_config_flags(parser: argparse.ArgumentParser, *names: str) -> None:
     """Add ``--index-dir`` style flags for the named fields, documented from their defaults."""
     defaults = Config()
@@ -97,7 +132,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *names: str) -> None:
             "--" + name.replace("_", "-"),
             dest=name,
             default=None,
-            type=str if isinstance(default, Path) else type(default),
+            type=top_k_value if name == "top_k" else str if isinstance(default, Path) else type(default),
             help=f"{_HELP[name]} (env {ENV_PREFIX}{name.upper()}; default: {default})",
         )
 
@@ -108,7 +143,7 @@ _HELP = {
     "batch_size": "texts per encoder batch",
     "max_seq_length": "encoder token limit per abstract",
     "generator": "causal LM id or local folder that writes answers",
-    "top_k": "abstracts retrieved per question",
+    "top_k": f"abstracts retrieved per question, 1 to {MAX_TOP_K}",
     "min_score": "minimum similarity for a hit to count as evidence",
     "max_new_tokens": "maximum answer length in tokens",
     "temperature": "sampling temperature (0 = greedy)",
@@ -137,5 +172,6 @@ _HELP = {
     "rerank_depth": "candidates the reranker reorders (0 = its default: 50 for a cross-encoder, 5 for ql)",
     "query_encoder": "query encoder of a new asymmetric index, e.g. ncbi/MedCPT-Query-Encoder",
     "index_type": "vector index built at ingest: auto, flat, hnsw or ivfpq",
+    "max_question_chars": "longest question accepted, in characters",
     "encoder_backend": "encoder runtime of a new index: auto (onnx-int8 on CPU, torch on GPU), torch, onnx, onnx-int8",
 }

@@ -23,12 +23,14 @@ from chatbot.rewrite import rewrite_query
 from chatbot.safety import is_emergency
 from chatbot.support import check_support
 from chatbot.verdict import extract_verdict
-from config import Config
+from config import Config, check_question
 from index.encoder import Encoder
 from index.filters import Filters
 from index.search import Hit
 
 History = Sequence[tuple[str, str]]  # (user, assistant) turns, oldest first
+HISTORY_TURNS = 4  # earlier turns kept for a follow-up (the prompt and the rewrite read the last two)
+HISTORY_ANSWER_CHARS = 4000  # of each earlier answer: well over a long answer, so history stays bounded
 
 
 class Retriever(Protocol):
@@ -60,7 +62,15 @@ class Chatbot:
         return self.retriever.search(query, k=self.config.top_k, **({"filters": filters} if filters else {}))
 
     def query(self, question: str, history: History = (), *, stop: threading.Event | None = None) -> str:
-        return rewrite_query(question.strip(), history, self.generator, stop=stop)
+        """What is searched: the question, or a follow-up made standalone (at most ``max_question_chars``)."""
+        check_question(question.strip(), self.config)
+        query = rewrite_query(question.strip(), self._bounded(history), self.generator, stop=stop)
+        return query[: self.config.max_question_chars]
+
+    def _bounded(self, history: History) -> History:
+        """The last turns, each cut to what a question and an answer may be: a client sends any history."""
+        cap = self.config.max_question_chars
+        return [(user[:cap], answer[:HISTORY_ANSWER_CHARS]) for user, answer in list(history)[-HISTORY_TURNS:]]
 
     def stream(
         self,
@@ -70,8 +80,11 @@ class Chatbot:
         stop: threading.Event | None = None,
         filters: Filters | None = None,
     ) -> Iterator[Answer]:
-        """Partial answers while the model writes, then the final one (``done=True``)."""
-        question = question.strip()
+        """Partial answers while the model writes, then the final one (``done=True``).
+
+        A question over ``config.max_question_chars`` raises ``QuestionTooLong`` before any work."""
+        question = check_question(question.strip(), self.config)
+        history = self._bounded(history)
         emergency = is_emergency(question)
         base = Answer(question, "", (), done=False, model=self.generator.name, emergency=emergency)
         if emergency:

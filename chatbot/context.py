@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from chatbot.prompts import build_messages
 from index.search import Hit
+from ingest.records import EMBED_CHARS
 
 Messages = list[dict[str, str]]
 
@@ -67,12 +68,10 @@ def fit_sources(
         chosen: list[Hit] = []
         excerpts: list[str] = []
         for hit in hits:
-            if (
-                count(build_messages(question, [*chosen, hit], turns, excerpts=[*excerpts, hit.article.abstract]))
-                <= budget
-            ):
+            whole = source_text(hit)
+            if count(build_messages(question, [*chosen, hit], turns, excerpts=[*excerpts, whole])) <= budget:
                 chosen.append(hit)
-                excerpts.append(hit.article.abstract)
+                excerpts.append(whole)
                 continue
             cut = _longest_excerpt(question, chosen, excerpts, hit, turns, budget, count)
             if cut is not None:
@@ -91,6 +90,13 @@ def fit_sources(
     )
 
 
+def source_text(hit: Hit) -> str:
+    """The abstract as the model may read it: at most ``EMBED_CHARS`` (what was embedded), so that
+    one huge record cannot make fitting, counting or reading a prompt costly."""
+    abstract = hit.article.abstract
+    return abstract if len(abstract) <= EMBED_CHARS else abstract[:EMBED_CHARS].rsplit(" ", 1)[0] + ELLIPSIS
+
+
 def _longest_excerpt(
     question: str,
     chosen: list[Hit],
@@ -101,7 +107,7 @@ def _longest_excerpt(
     count: Callable[[Messages], int],
 ) -> str | None:
     """The longest word-boundary prefix of ``hit``'s abstract that still fits (binary search)."""
-    words = hit.article.abstract.split(" ")
+    words = source_text(hit).split(" ")
 
     def excerpt(n: int) -> str:
         return " ".join(words[:n]) + ELLIPSIS

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from config import Config
+from config import MAX_TOP_K, Config
 from index.encoder import Encoder, load_encoder
 from index.filters import Filters
 from index.hybrid import DEFAULT_RETRIEVER, Ranked, check_retriever, rank
@@ -134,8 +134,11 @@ class PubMedIndex:
         filters: Filters | None = None,
         rerank: bool = True,
     ) -> list[Hit]:
-        """The ``k`` best abstracts for ``query``; ``rerank=False`` skips a configured reranker."""
-        if not query.strip() or len(self) == 0 or k <= 0:
+        """The ``k`` best abstracts for ``query`` (``k``: 1 to ``MAX_TOP_K``); ``rerank=False`` skips a
+        configured reranker."""
+        if not 1 <= k <= MAX_TOP_K:
+            raise ValueError(f"k={k}: ask for 1 to {MAX_TOP_K} hits")
+        if not query.strip() or len(self) == 0:
             return []
         allowed = filters.allowed_pmids(self.store.db) if filters else None
         if allowed is not None and len(allowed) == 0:

@@ -16,6 +16,7 @@ import numpy as np
 
 from index.encoder import Encoder
 from index.search import Hit
+from ingest.records import EMBED_CHARS
 
 # A sentence ends at . ! or ? before a capital, digit or bracket, except after abbreviations that
 # abstracts use mid-sentence ("30 vs. 15 mg", "Smith et al. 2019", "e.g. 5 days").
@@ -24,8 +25,15 @@ SHORT_SENTENCE = 120  # characters; a shorter best match gets its next sentence 
 
 
 def sentences(hit: Hit) -> list[str]:
-    """The abstract's sentences, section by section (a label never joins two sections)."""
-    return [s for section in hit.article.sections for s in _SENTENCE_END.split(section.text.strip()) if s]
+    """The abstract's sentences, section by section (a label never joins two sections), within its
+    first ``EMBED_CHARS`` characters: a huge record costs a question no more than a long abstract."""
+    found, length = [], 0
+    for section in hit.article.sections:
+        for sentence in _SENTENCE_END.split(section.text.strip()):
+            if sentence and length < EMBED_CHARS:
+                found.append(sentence[: EMBED_CHARS - length])
+                length += len(sentence)
+    return found
 
 
 def matched_passages(query: str, hits: Sequence[Hit], encoder: Encoder | None) -> dict[str, str]:
