@@ -207,11 +207,14 @@ LINK_FORMS = {
 }
 
 
-@pytest.mark.parametrize("form", LINK_FORMS.values(), ids=LINK_FORMS.keys())
-def test_no_link_or_image_can_come_from_the_answer_text(evil_index: PubMedIndex, form: str) -> None:
+REPLACED_FORMS = {"html"}  # a reply with markup is degenerate (chatbot/clean.py): quoted evidence replaces it
+
+
+@pytest.mark.parametrize("name", LINK_FORMS)
+def test_no_link_or_image_can_come_from_the_answer_text(evil_index: PubMedIndex, name: str) -> None:
     """Whatever the model writes, the Markdown has no syntax that could make a link or load anything:
     the only links are the app's own PubMed ones, and the text reads as the model wrote it."""
-    service, _ = _service(evil_index, f"Aspirin reduced recurrent stroke [1]. {form}")
+    service, _ = _service(evil_index, f"Aspirin reduced recurrent stroke [1]. {LINK_FORMS[name]}")
     outputs = list(app.respond("aspirin stroke", [], service=service))
     for markdown, _ in outputs:
         ours = r"\[(\[\d+\]|PMID \d+)\]\(https://pubmed\.ncbi\.nlm\.nih\.gov/\d+/\)|\\\[\d+\\\]"
@@ -220,7 +223,10 @@ def test_no_link_or_image_can_come_from_the_answer_text(evil_index: PubMedIndex,
         assert "://" not in own and "www." not in own.lower(), own  # no bare URL to autolink
     final = outputs[-1][0]
     assert "[[1]](https://pubmed.ncbi.nlm.nih.gov/900001/)" in final
-    assert "evil.example" in app.plain_text(final)  # shown as text, not dropped
+    if name in REPLACED_FORMS:
+        assert final.startswith("**Quoted evidence**") and "evil.example" not in final
+    else:
+        assert "evil.example" in app.plain_text(final)  # shown as text, not dropped
 
 
 @pytest.mark.parametrize("message", ["", "   ", "\n"])

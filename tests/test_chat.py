@@ -393,3 +393,11 @@ def test_a_configuration_outside_the_bounds_is_an_error(top_k: int) -> None:
         Config(top_k=top_k)
     with pytest.raises(ValueError, match="max_question_chars"):
         Config(max_question_chars=0)
+
+
+@pytest.mark.parametrize("depth", [-1, 101, 10_000])
+def test_a_rerank_depth_outside_the_bounds_is_an_error(depth: int) -> None:
+    with pytest.raises(ValueError, match=f"rerank_depth={depth}: must be 0 .* to 100"):
+        Config(rerank_depth=depth)
+    with pytest.raises(ValueError, match="rerank_depth"):
+        Config.from_env({"PUBMED_RAG_RERANK_DEPTH": str(depth)})

@@ -152,6 +152,14 @@ def test_k_outside_1_to_100_is_a_usage_error(hashing_index, command):
     assert "out of range: give 1 to 100" in result.stderr and result.stdout == ""
 
 
+@pytest.mark.parametrize("depth", ["-1", "101", "100000"])
+def test_rerank_depth_outside_0_to_100_is_a_usage_error(hashing_index, depth):
+    """Each reranked candidate costs a model pass: a request's reranking is bounded like its ``-k``."""
+    result = run("index", "search", "aspirin", "--rerank-depth", depth, "--index-dir", hashing_index)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "out of range: give 0 to 100" in result.stderr and result.stdout == ""
+
+
 def test_a_bad_setting_in_the_environment_is_one_clear_line(hashing_index):
     env = {**os.environ, "PUBMED_RAG_TOP_K": "0", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(

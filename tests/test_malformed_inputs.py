@@ -24,6 +24,7 @@ import pytest
 import index.encoding
 from chatbot.chat import Chatbot
 from config import Config
+from index.segments import TOMBSTONES
 from index.storage import MANIFEST, METADATA, VECTORS, IndexDir
 from index.writer import ingest_files
 from ingest import read_source
@@ -37,6 +38,7 @@ RECORDS = [
     {"pmid": str(EXISTING), "title": "Aspirin after stroke", "abstract": "Aspirin reduced recurrent stroke."},
     {"pmid": "100", "title": "Statins and muscle pain", "abstract": "Muscle symptoms were equally common."},
 ]
+SECOND_METADATA, SECOND_VECTORS = "articles-000001.sqlite", "vectors-000001.faiss"  # the second ingest's segments
 ARABIC_INDIC = str(EXISTING).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
 HUGE = "9" * 25  # beyond 64 bits
 BOMB = (
@@ -154,6 +156,9 @@ def base_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source.write_text(_jsonl(*RECORDS), encoding="utf-8")
     config = Config(index_dir=folder / "index")
     ingest_files([source], config, read=read_source, encoder=HashingEncoder(), progress=False)
+    revision = folder / "revision.jsonl"  # a second ingest: a second segment of each kind, and a tombstone
+    revision.write_text(_jsonl({**RECORDS[1], "abstract": "Muscle symptoms were equally common on placebo."}))
+    ingest_files([revision], config, read=read_source, encoder=HashingEncoder(), progress=False)
     return config.index_dir
 
 
@@ -255,6 +260,15 @@ def _articles_table_dropped(index_dir: Path) -> Path:
     return path
 
 
+def _missing(name: str) -> Callable[[Path], Path]:
+    def damage(index_dir: Path) -> Path:
+        path = _live(index_dir) / name
+        path.unlink()
+        return path
+
+    return damage
+
+
 DAMAGE = {
     "index-dir-is-a-file": _index_dir_is_a_file,
     "current-names-a-missing-generation": _current_names_a_missing_generation,
@@ -265,6 +279,14 @@ DAMAGE = {
     "metadata-without-articles": _articles_table_dropped,
     "garbage-vectors": _garbage(VECTORS),
     "truncated-vectors": _truncate(VECTORS),
+    # the segment layout (index/segments.py, index/meta_segments.py): every file the manifest lists
+    "garbage-second-metadata-segment": _garbage(SECOND_METADATA),
+    "truncated-second-metadata-segment": _truncate(SECOND_METADATA),
+    "missing-second-metadata-segment": _missing(SECOND_METADATA),
+    "truncated-second-vector-segment": _truncate(SECOND_VECTORS),
+    "missing-second-vector-segment": _missing(SECOND_VECTORS),
+    "garbage-segment-ids": _garbage("vectors-000001.ids.npy"),
+    "garbage-tombstones": _garbage(TOMBSTONES),
 }
 
 
@@ -287,6 +309,12 @@ def test_damaged_index_is_named_before_any_embedding_and_nothing_is_left(damage,
     assert _state(index_dir) == before  # no staging folder, no lock left in a damaged folder's place
 
 
+def test_the_base_index_has_the_segments_the_damage_cases_break(live):
+    generation = _live(live[0])
+    for name in (METADATA, SECOND_METADATA, VECTORS, SECOND_VECTORS, "vectors-000001.ids.npy", TOMBSTONES):
+        assert (generation / name).is_file(), name
+
+
 @pytest.mark.parametrize("damage", ["garbage-metadata", "truncated-vectors", "corrupt-manifest"])
 def test_index_stats_reports_a_damaged_file_instead_of_succeeding(damage, live, capsys):
     from index.__main__ import main as index_main
@@ -296,6 +324,48 @@ def test_index_stats_reports_a_damaged_file_instead_of_succeeding(damage, live, 
     assert index_main(["stats", "--index-dir", str(index_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(damaged) in err and "Traceback" not in err
+
+
+READ_DAMAGE = [name for name in DAMAGE if name != "index-dir-is-a-file"]  # a file there: "no index in" it
+
+
+@pytest.mark.parametrize("damage", READ_DAMAGE)
+def test_index_search_names_a_damaged_file_instead_of_a_traceback(damage, live, capsys, monkeypatch):
+    import index.search
+    from index.__main__ import main as index_main
+
+    index_dir, encoder = live
+    monkeypatch.setattr(index.search, "load_encoder", lambda *args, **kwargs: encoder)
+    damaged = DAMAGE[damage](index_dir)
+    assert index_main(["search", "aspirin stroke", "--index-dir", str(index_dir), "--retriever", "dense"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(damaged) in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and encoder.calls == 0  # refused before the query is embedded
+
+
+@pytest.mark.parametrize("damage", ["current-names-a-missing-generation", "garbage-metadata", "truncated-vectors"])
+def test_the_app_names_a_damaged_index_before_loading_anything(damage, live, capsys, monkeypatch):
+    import app
+
+    def never(*args, **kwargs):
+        raise AssertionError("the app went on to load models with a damaged index")
+
+    monkeypatch.setattr(app, "open_service", never)
+    index_dir, _ = live
+    damaged = DAMAGE[damage](index_dir)
+    assert app.main(["--index-dir", str(index_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(damaged) in err and "Traceback" not in err, err
+
+
+def test_a_search_of_an_intact_index_passes_the_checks(live, capsys, monkeypatch):
+    import index.search
+    from index.__main__ import main as index_main
+
+    index_dir, encoder = live
+    monkeypatch.setattr(index.search, "load_encoder", lambda *args, **kwargs: encoder)
+    assert index_main(["search", "aspirin stroke", "--index-dir", str(index_dir), "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["pmid"] == str(EXISTING)
 
 
 # --- a huge record: its text is stored whole, but only EMBED_CHARS are embedded or read per question ---
