@@ -216,11 +216,11 @@ def test_markup_in_a_record_is_shown_as_text_never_run(browser, app_url: str) ->
 # --- a model's answer may not add a link or load anything (issue #14) -------------------------------
 
 
-def _hostile_answer(beacon: str) -> str:
-    """Every Markdown, HTML and TeX way to make a link or load a resource, all aimed at ``beacon``."""
+def _hostile_answer(beacon: str, kind: str) -> str:
+    """Every Markdown and TeX (``kind="markdown"``) or HTML (``"html"``) way to make a link or load a
+    resource, all aimed at ``beacon``."""
     b, host = beacon, beacon.split("//", 1)[1].rstrip("/")
-    lines = [
-        "Aspirin reduced recurrent stroke in adults [1].",
+    markdown = [
         f"Inline [a link]({b}inline), an image ![pixel]({b}inline.png), ![angle](<{b}angle.png>).",
         "Reference style [here][x], [collapsed][], [shortcut] and images ![t][im] and ![shortcut-image].",
         "",
@@ -232,19 +232,21 @@ def _hostile_answer(beacon: str) -> str:
         "",
         f"Autolinks <{b}autolink> <mailto:someone@{host}> <someone@evil.example>.",
         f"Bare {b}bare and www.evil.example/bare and someone@evil.example and //{host}/relative.",
+        f"A footnote[^note].\n\n[^note]: {b}footnote",
+        f"TeX $$\\href{{{b}tex}}{{x}}$$ and $\\url{{{b}tex-url}}$",
+        f"and $$\\includegraphics{{{b}tex.png}}$$.",
+        f"Escaped already &lt;img src={b}entity.png&gt; and &#91;x&#93;({b}entity).",
+    ]
+    html = [
         f'HTML <a href="{b}anchor">anchor</a> <img src="{b}tag.png"> <iframe src="{b}frame"></iframe>',
         f'<video src="{b}video.mp4"></video> <audio src="{b}audio.mp3"></audio>',
         f'<link rel="stylesheet" href="{b}style.css"> <style>@import url({b}import.css);</style>',
         f'<svg><image href="{b}svg.png"/></svg> <object data="{b}object"></object> <embed src="{b}embed">',
         f'<div style="background:url({b}background.png)">styled</div>',
         f'<form action="{b}form"><button>go</button></form>',
-        f"A footnote[^note].\n\n[^note]: {b}footnote",
-        f"TeX $$\\href{{{b}tex}}{{x}}$$ and $\\url{{{b}tex-url}}$",
-        f"and $$\\includegraphics{{{b}tex.png}}$$.",
-        f"Escaped already &lt;img src={b}entity.png&gt; and &#91;x&#93;({b}entity).",
-        "It was well tolerated [1].",
     ]
-    return "\n".join(lines)
+    lines = ["Aspirin reduced recurrent stroke in adults [1].", *(markdown if kind == "markdown" else html)]
+    return "\n".join([*lines, "It was well tolerated [1]."])
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -295,16 +297,19 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         httpd.server_close()
 
 
-def test_an_answer_cannot_add_a_link_or_load_anything(browser, index_dir: Path) -> None:
-    """A model behind --endpoint writes every link, image, autolink, HTML and TeX form, aimed at a
-    beacon on another port: the answer shows no link but PubMed's, no remote image, and the browser
-    sends nothing to any other host (the beacon counts zero requests)."""
+@pytest.mark.parametrize("kind", ["markdown", "html"])
+def test_an_answer_cannot_add_a_link_or_load_anything(browser, index_dir: Path, kind: str) -> None:
+    """A model behind --endpoint writes every link, image, autolink and TeX form, or every HTML one,
+    aimed at a beacon on another port: the answer shows no link but PubMed's, no remote image, and
+    the browser sends nothing to any other host (the beacon counts zero requests), while the answer
+    streams and after. Markdown and TeX are shown as text; a reply with HTML tags has them stripped
+    while it streams and is then replaced by the quoted evidence (chatbot/clean.py)."""
     from scripts.screenshot import ask
 
     hits: list[str] = []
     beacon_handler = type("Beacon", (_Recorder,), {"hits": hits})
     with _serve(beacon_handler) as beacon:
-        model = type("Model", (_ScriptedEndpoint,), {"reply": _hostile_answer(beacon)})
+        model = type("Model", (_ScriptedEndpoint,), {"reply": _hostile_answer(beacon, kind)})
         with (
             _serve(model) as endpoint,
             _app(index_dir, "--endpoint", endpoint, "--rerank", "off", "--min-score", "0") as url,
@@ -328,8 +333,11 @@ def test_an_answer_cannot_add_a_link_or_load_anything(browser, index_dir: Path) 
     assert elsewhere == [], f"requests left for another host: {elsewhere}"
     assert hrefs and all(h.startswith("https://pubmed.ncbi.nlm.nih.gov/") for h in hrefs), hrefs
     assert loading == [] and aimed == 0, loading
-    assert "Aspirin reduced recurrent stroke" in text and "It was well tolerated" in text
-    assert "[here][x]" in text and "anchor</a>" in text and "$$\\href" in text  # all of it shown as text
+    if kind == "markdown":
+        assert "Aspirin reduced recurrent stroke" in text and "It was well tolerated" in text
+        assert "[here][x]" in text and "![t][im]" in text and "$$\\href" in text  # all of it shown as text
+    else:
+        assert text.startswith("Quoted evidence") and "anchor" not in text, text
 
 
 def test_mobile_layout_answers_too(browser, app_url: str, tmp_path: Path) -> None:

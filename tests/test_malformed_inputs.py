@@ -411,6 +411,11 @@ def test_a_megabyte_abstract_is_stored_whole_but_embedded_only_in_part(tmp_path)
     assert encoder.total <= 2 * EMBED_CHARS + 1_000
     assert sum(len(m["content"]) for m in generator.messages) <= EMBED_CHARS + 5_000  # so did the model
 
+    quoting = Config(top_k=1, min_score=0.0, gate="off", answer="extractive")  # the quoted-evidence answer
+    encoder.total = 0
+    assert Chatbot(index, generator, quoting, encoder=encoder).ask("Does aspirin prevent stroke?").citations
+    assert encoder.total <= 2 * EMBED_CHARS + 1_000  # the prompt's excerpts and the quotes: the embedded part only
+
 
 def test_a_read_only_index_folder_is_one_clear_line(live, tmp_path):
     """The real command line, as a user without write access (root keeps its permission bypass
