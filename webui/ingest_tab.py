@@ -118,7 +118,8 @@ def run_niced(work: Callable[[], T], nice: int = INGEST_NICE) -> T:
 
     def run() -> None:
         with contextlib.suppress(AttributeError, OSError):  # per-thread priority is a Linux feature
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            me = threading.get_native_id()  # relative: an app already started niced is never raised (as root)
+            os.setpriority(os.PRIO_PROCESS, me, min(os.getpriority(os.PRIO_PROCESS, me) + nice, 19))
         try:
             outcome["value"] = work()
         except BaseException as exc:  # re-raised on the calling thread
