@@ -15,7 +15,9 @@ token), and reorders the top ``QL_DEPTH`` by ``first-stage score + QL_WEIGHT * t
 every word of the abstract before it sees the question, which a single-vector retriever cannot.
 On its own a 135M-parameter LM's order is better than the first stage on PubMedQA dev but worse on
 BioASQ; added to the first stage's z-score it lifts both dev sets (BENCHMARKS.md). Each candidate
-costs one forward pass over its first ``QL_PASSAGE_TOKENS`` tokens (~0.2 s on 2 CPU cores, SmolLM2-135M).
+costs one forward pass over its first ``QL_PASSAGE_TOKENS`` tokens (~0.2 s on 2 CPU cores, SmolLM2-135M),
+so only the candidates that could still overtake the first hit are read (``QL_REACH``): a confident
+first stage costs nothing, and every dev-set ranking stays what reading all five gives.
 
 Offline-first like every model here: when the model is neither a local folder nor cached and the
 Hub cannot be reached, ``load_reranker`` logs one clear warning and returns None, and search goes
@@ -46,6 +48,13 @@ DEFAULT_QL_MODEL = SMOLLM2_ID
 QL_DEPTH = 5  # candidates the LM reads per question: the chatbot's default top_k, what it shows and cites
 QL_WEIGHT = 0.5  # of the mean log-probability, added to the first stage's z-score (dev sets: 0.25-3 all help)
 QL_PASSAGE_TOKENS = 128  # the abstract's first tokens the LM reads: 384 took 3x the time, same R@1 (BENCHMARKS.md)
+# How far (nats per token of the LM's mean log-probability) a candidate's question likelihood may exceed the
+# first hit's: a candidate whose first-stage score trails the best by QL_WEIGHT * QL_REACH or more cannot
+# overtake it, so the LM does not read it, and when none is within reach (a confident first stage) no LM runs.
+# The largest lead seen among the top 5 of 792 dev questions was 1.74 (BioASQ; PubMedQA 1.42), so at 2.0
+# every dev ranking equals reading all five, for 0.44 (PubMedQA) and 2.06 (BioASQ) abstracts read per
+# question instead of 5 (benchmarks/rerank_budget.py, BENCHMARKS.md).
+QL_REACH = 2.0
 QL_PROMPT = "Passage: {passage}"
 QL_INSTRUCTION = "\nPlease write a question based on this passage.\nQuestion:"
 OFF = ("", "off", "none", "no", "false", "0")
@@ -103,12 +112,14 @@ class QueryLikelihoodReranker:
         depth: int = QL_DEPTH,
         weight: float = QL_WEIGHT,
         passage_tokens: int = QL_PASSAGE_TOKENS,
+        reach: float = QL_REACH,
     ) -> None:
         self.tokenizer, self.model = load_causal_lm(path, gguf_file=gguf_file)
         self.name = name
         self.depth = depth
         self.weight = weight
         self.passage_tokens = passage_tokens
+        self.reach = reach
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -149,15 +160,32 @@ class QueryLikelihoodReranker:
         return log_probs.mean(dim=1).cpu().numpy()
 
     def rerank(self, query: str, articles: Sequence[Article], scores: Sequence[float] | None = None) -> list[Article]:
-        """The first ``depth`` articles reordered (ties keep the first-stage order), then the rest as they came."""
+        """The first ``depth`` articles reordered (ties keep the first-stage order), then the rest as they came.
+
+        With first-stage ``scores``, only the candidates within reach of the best (``contenders``) are
+        read and reordered, ahead of the others in their first-stage order: the LM's cost is paid only
+        where the first stage is unsure."""
         head, tail = list(articles[: self.depth]), list(articles[self.depth :])
-        if len(head) < 2:
+        if scores is None:
+            chosen = list(range(len(head)))
+            first_stage = np.zeros(len(head))
+        else:
+            first_stage = np.asarray(scores[: len(head)], dtype=np.float64)
+            chosen = contenders(first_stage, self.weight * self.reach)
+        if len(chosen) < 2:
             return head + tail
-        total = self.weight * self.scores(query, head)
-        if scores is not None:
-            total = total + np.asarray(scores[: len(head)], dtype=np.float64)
-        order = np.argsort(-total, kind="stable")
-        return [head[i] for i in order] + tail
+        total = first_stage[chosen] + self.weight * self.scores(query, [head[i] for i in chosen])
+        reordered = [chosen[i] for i in np.argsort(-total, kind="stable")]
+        rest = [i for i in range(len(head)) if i not in set(chosen)]
+        return [head[i] for i in reordered + rest] + tail
+
+
+def contenders(first_stage: np.ndarray, margin: float) -> list[int]:
+    """Positions whose first-stage score is within ``margin`` of the best, in their order."""
+    if len(first_stage) == 0:
+        return []
+    best = float(np.max(first_stage))
+    return [i for i, s in enumerate(first_stage) if best - s < margin]
 
 
 def reranker_id(setting: str) -> str | None:

@@ -16,7 +16,9 @@ from index.rerank import (
     QL_INSTRUCTION,
     QL_PASSAGE_TOKENS,
     QL_PROMPT,
+    QL_REACH,
     QueryLikelihoodReranker,
+    contenders,
     load_reranker,
     reranker_id,
 )
@@ -109,6 +111,7 @@ def test_rerank_orders_only_the_first_depth_candidates(tiny_lm):
 
 def test_first_stage_scores_are_added_to_the_weighted_likelihood(tiny_lm):
     reranker = load_reranker(f"ql:{tiny_lm}", depth=3)
+    reranker.reach = float("inf")  # every candidate read, however far behind (the reach: tests below)
     query = "lung cancer in patients"
     likelihood = reranker.weight * reference_scores(tiny_lm, query, ARTICLES[:3])
     for first_stage in ([0.0, 0.0, 0.0], [5.0, 0.0, -5.0], [-5.0, 0.0, 5.0], [1.0, 0.5, 0.0]):
@@ -121,6 +124,7 @@ def test_first_stage_scores_are_added_to_the_weighted_likelihood(tiny_lm):
 @pytest.mark.parametrize("retriever", ["dense", "bm25"])
 def test_index_search_fuses_the_first_stage_z_scores_and_keeps_cosine_scores(demo_index, tiny_lm, retriever):
     reranker = load_reranker(f"ql:{tiny_lm}")
+    reranker.reach = float("inf")
     assert reranker.depth == QL_DEPTH == 5
     plain = PubMedIndex(demo_index, encoder=HashingEncoder(), retriever=retriever)
     reranked = PubMedIndex(demo_index, encoder=HashingEncoder(), retriever=retriever, reranker=reranker)
@@ -138,6 +142,65 @@ def test_index_search_fuses_the_first_stage_z_scores_and_keeps_cosine_scores(dem
     cosine = {h.pmid: h.score for h in PubMedIndex(demo_index, encoder=HashingEncoder()).search(query, k=100)}
     assert all(h.score == pytest.approx(cosine[h.pmid], abs=1e-5) for h in hits)  # Hit.score stays the cosine
     assert [h.pmid for h in reranked.search(query, k=QL_DEPTH, rerank=False)] == [a.pmid for a in first]
+
+
+class CountingLM:
+    """The reranker's own scores, counting the abstracts the LM reads."""
+
+    def __init__(self, reranker: QueryLikelihoodReranker) -> None:
+        self.score, self.read = reranker.scores, []
+
+    def __call__(self, query: str, articles):
+        self.read.append([a.pmid for a in articles])
+        return self.score(query, articles)
+
+
+def test_a_confident_first_stage_runs_no_language_model(tiny_lm):
+    reranker = load_reranker(f"ql:{tiny_lm}", depth=4)
+    counting = reranker.scores = CountingLM(reranker)
+    assert reranker.reach == QL_REACH and np.isfinite(QL_REACH)
+    far = reranker.weight * QL_REACH  # a lead the question likelihood is not expected to overturn
+    first_stage = [3 * far, far, 0.0, -far, -2 * far]
+    assert reranker.rerank("lung cancer in patients", ARTICLES, first_stage) == ARTICLES
+    assert counting.read == []
+    assert contenders(np.array(first_stage), far) == [0]
+
+
+def test_only_candidates_within_reach_are_read_and_reordered(tiny_lm):
+    reranker = load_reranker(f"ql:{tiny_lm}", depth=4)
+    counting = reranker.scores = CountingLM(reranker)
+    query = "lung cancer in patients"
+    margin = reranker.weight * reranker.reach
+    first_stage = [1.0, 1.0 - margin / 2, 1.0 - 2 * margin, 1.0 - margin / 4, -9.0]
+    reordered = reranker.rerank(query, ARTICLES, first_stage)
+    within = [0, 1, 3]  # position 2 trails by twice the reach
+    assert counting.read == [[ARTICLES[i].pmid for i in within]]
+    likelihood = reference_scores(tiny_lm, query, [ARTICLES[i] for i in within])
+    total = np.array(first_stage)[within] + reranker.weight * likelihood
+    expected = [within[i] for i in np.argsort(-total, kind="stable")] + [2]
+    assert [a.pmid for a in reordered[:4]] == [ARTICLES[i].pmid for i in expected]
+    assert reordered[4:] == ARTICLES[4:]
+
+
+def test_the_first_hit_equals_reading_every_candidate_when_no_lead_exceeds_the_reach(tiny_lm):
+    """What makes the reach safe: a candidate left unread could not have come first."""
+    reranker = load_reranker(f"ql:{tiny_lm}", depth=len(ARTICLES))
+    query = "does budesonide help asthma?"
+    likelihood = reference_scores(tiny_lm, query, ARTICLES)
+    rng = np.random.default_rng(0)
+    skipped = 0
+    for _ in range(20):
+        order = rng.permutation(len(ARTICLES))
+        articles = [ARTICLES[i] for i in order]
+        lead = float(np.max(likelihood[order]) - likelihood[order[0]])
+        reach = lead + 0.01  # just over the largest lead of this question's candidates
+        first_stage = np.sort(rng.normal(0, reranker.weight * reach, len(ARTICLES)))[::-1].tolist()
+        reranker.reach = reach
+        with_reach = reranker.rerank(query, articles, first_stage)[0]
+        skipped += len(contenders(np.array(first_stage), reranker.weight * reach)) < len(articles)
+        reranker.reach = float("inf")
+        assert with_reach == reranker.rerank(query, articles, first_stage)[0]
+    assert skipped >= 5  # the reach did leave candidates unread
 
 
 # --- the packaged SmolLM2-135M-Instruct: the offline default -------------------------------------------
