@@ -20,7 +20,7 @@ from datetime import date
 from chatbot.generate import GeneratorUnavailable
 from chatbot.prompts import DISCLAIMER
 from cli import run_cli, setup_logging
-from config import REPO_ROOT, Config, add_config_flags
+from config import REPO_ROOT, Config, QuestionTooLong, add_config_flags, check_question
 from index.causal_lm import PACKAGED_SMOLLM2
 from webui.passages import matched_passages
 from webui.render import PLACEHOLDER as SEARCHING
@@ -78,6 +78,11 @@ def respond(
     """
     if not message or not message.strip():
         yield "Please type a question.", ""
+        return
+    try:
+        check_question(message.strip(), service.config)
+    except QuestionTooLong as exc:
+        yield f"**Please shorten the question:** {html.escape(str(exc), quote=False)}.", ""
         return
     settings = settings or ChatSettings()
     if settings.model in service.models.names and not service.models.is_loaded(settings.model):
@@ -243,10 +248,11 @@ def launch_options(config: Config) -> dict[str, object]:
 
 def ensure_index(config: Config) -> None:
     """Fetch the prebuilt index, or build the demo one, so a fresh clone or Space works with no setup."""
-    from index.storage import IndexDir
+    from index.checks import check_index, live_generation
     from webui.deploy import fetch_prebuilt_index
 
-    if fetch_prebuilt_index(config) or IndexDir(config.index_dir).current() is not None:
+    if fetch_prebuilt_index(config) or live_generation(config.index_dir) is not None:
+        check_index(config.index_dir)  # a damaged index is one clear line before minutes of model loading
         return
     from index.writer import ingest_files
     from ingest.sources import read_source
@@ -310,20 +316,20 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
     parser = argparse.ArgumentParser(prog="python app.py", description=__doc__)
     add_config_flags(parser, "host", "port", "index_dir", "index_repo", "allow_ingest", "max_chats")
     add_config_flags(parser, "generator", "model", "models", "backend", "endpoint", "context_window")
-    add_config_flags(parser, "top_k", "min_score", "max_new_tokens", "temperature")
+    add_config_flags(parser, "top_k", "min_score", "max_new_tokens", "temperature", "max_question_chars")
     add_config_flags(parser, "retriever", "rerank", "rerank_depth", "answer", "gate")
     args = parser.parse_args(argv)
     return Config.from_env(None if environ is None else dict(environ)).with_args(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(argv)
     setup_logging()
 
     def work() -> int:
         from webui.deploy import ingest_enabled, parse_auth, zero_gpu
         from webui.service import answerable_examples
 
+        config = parse_config(argv)  # inside: a bad PUBMED_RAG_* value is one clear line too
         parse_auth(config.auth)  # malformed settings fail before minutes of loading
         ingest = ingest_enabled(config)
         on_zero_gpu = zero_gpu()  # imports `spaces` before torch, as ZeroGPU requires

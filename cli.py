@@ -35,4 +35,18 @@ def run_cli(main: Callable[[], int], expected: tuple[type[BaseException], ...]) 
         return 2
     except KeyboardInterrupt:
         print("interrupted; the index was left as it was before this run", file=sys.stderr)
-        return 130
+        _exit_now(130)
+        return 130  # not reached; for callers that replace _exit_now
+
+
+def _exit_now(status: int) -> None:
+    """End the process at once, as a kill would, but with ``status`` (130: interrupted).
+
+    A model runtime may still be working in a background thread (the ingest's encoder between two
+    Ctrl-C's, a generator): the normal interpreter exit would destroy its C++ thread pool under it,
+    and the C++ runtime aborts the process (``terminate called without an active exception``,
+    SIGABRT). Everything written so far is crash-safe, exactly as after ``kill -9``.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

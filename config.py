@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -19,6 +20,11 @@ DEFAULT_ENCODER = "NeuML/pubmedbert-base-embeddings"
 # Qwen2.5-1.5B-Instruct: Apache-2.0, follows "cite [n]" instructions reliably, and at 1.5B
 # parameters answers in tens of seconds on a laptop CPU (7B medical models need a GPU).
 DEFAULT_GENERATOR = "Qwen/Qwen2.5-1.5B-Instruct"
+# Most hits one question or search may ask for: each is ranked, may be reranked, and is read.
+MAX_TOP_K = 100
+# Most first-stage candidates one search may rerank: each costs a model pass (a cross-encoder's
+# default is 50; query likelihood reads 5, at seconds per candidate on a CPU).
+MAX_RERANK_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,16 @@ class Config:
     encoder_backend: str = "auto"  # what runs a new index's encoder: auto, torch, onnx or onnx-int8 (docs/INGEST.md)
     answer: str = "auto"  # extractive (quoted sentences), generate, or auto: extractive with the tiny offline model
     gate: str = "on"  # evidence-sufficiency gate (chatbot/gate.py): on, or off (only min_score per hit)
+    max_question_chars: int = 1000  # longer questions are refused: every step's cost grows with the question
+
+    def __post_init__(self) -> None:
+        """Bounds on what one request may cost; a value outside them is an error naming its setting."""
+        if not 1 <= self.top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k={self.top_k}: must be 1 to {MAX_TOP_K}")
+        if not 0 <= self.rerank_depth <= MAX_RERANK_DEPTH:
+            raise ValueError(f"rerank_depth={self.rerank_depth}: must be 0 (the reranker's own) to {MAX_RERANK_DEPTH}")
+        if self.max_question_chars < 1:
+            raise ValueError(f"max_question_chars={self.max_question_chars}: must be at least 1")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
@@ -91,6 +107,39 @@ def _coerce(name: str, value: object) -> object:
         raise ValueError(f"configuration {name}={value!r}: expected {type(default).__name__}") from exc
 
 
+class QuestionTooLong(ValueError):
+    pass
+
+
+def check_question(question: str, config: Config) -> str:
+    """``question`` when it is within ``config.max_question_chars``; else ``QuestionTooLong`` saying so."""
+    if len(question) > config.max_question_chars:
+        raise QuestionTooLong(
+            f"the question is {len(question):,} characters long; the limit is {config.max_question_chars:,} "
+            f"(max_question_chars): ask it in a sentence or two"
+        )
+    return question
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for a whole number from ``low`` to ``high``: a bound on what one request costs."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give {low} to {high}")
+        return value
+
+    return parse
+
+
+top_k_value = bounded_int(1, MAX_TOP_K)  # ``-k`` / ``--top-k``
+_BOUNDED = {"top_k": top_k_value, "rerank_depth": bounded_int(0, MAX_RERANK_DEPTH)}
+
+
 def add_config_flags(parser: argparse.ArgumentParser, *names: str) -> None:
     """Add ``--index-dir`` style flags for the named fields, documented from their defaults."""
     defaults = Config()
@@ -100,7 +149,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *names: str) -> None:
             "--" + name.replace("_", "-"),
             dest=name,
             default=None,
-            type=str if isinstance(default, Path) else type(default),
+            type=_BOUNDED.get(name) or (str if isinstance(default, Path) else type(default)),
             help=f"{_HELP[name]} (env {ENV_PREFIX}{name.upper()}; default: {default})",
         )
 
@@ -111,7 +160,7 @@ _HELP = {
     "batch_size": "texts per encoder batch",
     "max_seq_length": "encoder token limit per abstract",
     "generator": "causal LM id or local folder that writes answers",
-    "top_k": "abstracts retrieved per question",
+    "top_k": f"abstracts retrieved per question, 1 to {MAX_TOP_K}",
     "min_score": "minimum similarity for a hit to count as evidence",
     "max_new_tokens": "maximum answer length in tokens",
     "passage_tokens": "tokens of each source the model reads: its sentences closest to the question (0 = whole "
@@ -140,9 +189,11 @@ _HELP = {
     "retriever": "ranking: dense (embeddings), bm25 (words) or hybrid (both, fused)",
     "rerank": "rerank the top candidates: off; on (cross-encoder ncbi/MedCPT-Cross-Encoder) or a cross-encoder "
     "id/path; ql (query likelihood under SmolLM2-135M, packaged offline) or ql:LM (a causal LM id, folder or .gguf)",
-    "rerank_depth": "candidates the reranker reorders (0 = its default: 50 for a cross-encoder, 5 for ql)",
+    "rerank_depth": f"candidates the reranker reorders, 0 to {MAX_RERANK_DEPTH} (0 = its default: 50 for a "
+    "cross-encoder, 5 for ql)",
     "query_encoder": "query encoder of a new asymmetric index, e.g. ncbi/MedCPT-Query-Encoder",
     "index_type": "vector index built at ingest: auto, flat, hnsw or ivfpq",
+    "max_question_chars": "longest question accepted, in characters",
     "encoder_backend": "encoder runtime of a new index: auto (onnx-int8 on CPU, torch on GPU), torch, onnx, onnx-int8",
     "answer": "answer style: extractive (the abstracts' best sentences, quoted and cited), generate (the model "
     "writes), or auto (extractive with the tiny offline fallback model, generate otherwise)",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cli import run_cli, setup_logging
-from config import Config, add_config_flags
+from config import MAX_TOP_K, Config, add_config_flags, check_question, top_k_value
 from index.filters import add_filter_flags, filters_from_args
 
 
@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ask = commands.add_parser("ask", help="answer one question, citing PMIDs")
     ask.add_argument("question")
     add_config_flags(ask, "index_dir", "generator", "model", "backend", "endpoint", "context_window")
-    add_config_flags(ask, "top_k", "min_score", "max_new_tokens", "temperature")
+    add_config_flags(ask, "top_k", "min_score", "max_new_tokens", "temperature", "max_question_chars")
     add_config_flags(ask, "retriever", "rerank", "rerank_depth", "answer", "gate")
     add_filter_flags(ask)
     ask.add_argument("--json", action="store_true", help="print {answer, citations, sources} as JSON")
@@ -30,7 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("eval", help="recall@k, MRR (and answer accuracy) on a question file")
     evaluate.add_argument("file", help="JSON Lines: question, pmid or gold_pmids, final_decision")
-    evaluate.add_argument("-k", type=int, default=10, help="hits retrieved per question (default: 10)")
+    evaluate.add_argument(
+        "-k", type=top_k_value, default=10, help=f"hits retrieved per question, 1 to {MAX_TOP_K} (default: 10)"
+    )
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions")
     evaluate.add_argument("--retrieval-only", action="store_true", help="skip answering: no generator is loaded")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
@@ -48,10 +50,13 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(quiet=args.json)
-    config = Config.from_env().with_args(args)
 
     def work() -> int:
         from chatbot.chat import open_chatbot
+
+        config = Config.from_env().with_args(args)
+        if args.command == "ask":
+            check_question(args.question.strip(), config)  # before minutes of loading models
 
         if args.command == "eval":
             return run_eval(args, config)

@@ -40,12 +40,14 @@ from chatbot.safety import is_emergency
 from chatbot.support import check_support
 from chatbot.trust import temper_verdict
 from chatbot.verdict import extract_verdict
-from config import Config
+from config import Config, check_question
 from index.encoder import Encoder
 from index.filters import Filters
 from index.search import Hit
 
 History = Sequence[tuple[str, str]]  # (user, assistant) turns, oldest first
+HISTORY_TURNS = 4  # earlier turns kept for a follow-up (the prompt and the rewrite read the last two)
+HISTORY_ANSWER_CHARS = 4000  # of each earlier answer: well over a long answer, so history stays bounded
 
 
 class Retriever(Protocol):
@@ -92,7 +94,15 @@ class Chatbot:
         return self.retriever.search(query, k=self.config.top_k, **({"filters": filters} if filters else {}))
 
     def query(self, question: str, history: History = (), *, stop: threading.Event | None = None) -> str:
-        return rewrite_query(question.strip(), history, self.generator, stop=stop)
+        """What is searched: the question, or a follow-up made standalone (at most ``max_question_chars``)."""
+        check_question(question.strip(), self.config)
+        query = rewrite_query(question.strip(), self._bounded(history), self.generator, stop=stop)
+        return query[: self.config.max_question_chars]
+
+    def _bounded(self, history: History) -> History:
+        """The last turns, each cut to what a question and an answer may be: a client sends any history."""
+        cap = self.config.max_question_chars
+        return [(user[:cap], answer[:HISTORY_ANSWER_CHARS]) for user, answer in list(history)[-HISTORY_TURNS:]]
 
     def stream(
         self,
@@ -106,14 +116,16 @@ class Chatbot:
         """Partial answers while the model writes, then the final one (``done=True``).
 
         ``query_override``: search for this instead of the (rewritten) question, e.g. the user's
-        own edit of the standalone query a follow-up was rewritten to."""
-        question = question.strip()
+        own edit of the standalone query a follow-up was rewritten to (cut to ``max_question_chars``).
+        A question over ``config.max_question_chars`` raises ``QuestionTooLong`` before any work."""
+        question = check_question(question.strip(), self.config)
+        history = self._bounded(history)
         emergency = is_emergency(question)
         base = Answer(question, "", (), done=False, model=self.generator.name, emergency=emergency)
         if emergency:
             yield _with(base, text=EMERGENCY_NOTICE)  # before any slow step
         query = (
-            query_override.strip()
+            query_override.strip()[: self.config.max_question_chars]
             if query_override and query_override.strip()
             else self.query(question, history, stop=stop)
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from chatbot.prompts import build_messages
 from index.search import Hit
+from ingest.records import EMBED_CHARS
 
 Messages = list[dict[str, str]]
 
@@ -65,9 +66,9 @@ def fit_sources(
     """The prompt with as many of ``hits`` as fit in ``window`` minus ``reserve`` answer tokens.
 
     ``texts`` (one per hit) is what the model reads of each source, e.g. its question-relevant
-    passages (``chatbot.passages``); by default the whole abstract."""
+    passages (``chatbot.passages``); by default the abstract, at most ``EMBED_CHARS`` of it."""
     budget = window - reserve
-    texts = list(texts) if texts is not None else [h.article.abstract for h in hits]
+    texts = list(texts) if texts is not None else [source_text(h) for h in hits]
     for turns in (history, ()):
         chosen: list[Hit] = []
         excerpts: list[str] = []
@@ -91,6 +92,13 @@ def fit_sources(
         f"a context window of {window} tokens leaves no room for a source after the prompt and "
         f"{reserve} answer tokens; lower --max-new-tokens or use a model with a larger window"
     )
+
+
+def source_text(hit: Hit) -> str:
+    """The abstract as the model may read it: at most ``EMBED_CHARS`` (what was embedded), so that
+    one huge record cannot make fitting, counting or reading a prompt costly."""
+    abstract = hit.article.abstract
+    return abstract if len(abstract) <= EMBED_CHARS else abstract[:EMBED_CHARS].rsplit(" ", 1)[0] + ELLIPSIS
 
 
 def _longest_excerpt(

@@ -24,6 +24,7 @@ from chatbot.clean import strip_markup
 from chatbot.prompts import EXTRACTIVE_HEADING
 from index.encoder import Encoder
 from index.search import Hit
+from ingest.records import EMBED_CHARS
 
 MAX_QUOTES = 3  # sentences quoted: one each from the best-matching abstracts
 FLOOR_BELOW_BEST = 0.15  # a sentence this much less similar than the best quote adds noise, not evidence
@@ -45,14 +46,19 @@ class Quote:
 
 
 def candidate_sentences(hits: Sequence[Hit]) -> list[tuple[int, str, bool]]:
-    """(source number, sentence, from a conclusion?) for every quotable sentence of ``hits``."""
+    """(source number, sentence, from a conclusion?) for every quotable sentence of ``hits``, within
+    each abstract's first ``EMBED_CHARS`` characters: a huge record costs no more than a long one."""
     found = []
     for n, hit in enumerate(hits, start=1):
-        sections = hit.article.sections
+        sections, length = hit.article.sections, 0
         for i, section in enumerate(sections):
             parts = [s.strip() for s in _SENTENCE_END.split(section.text.strip()) if s.strip()]
             labelled = section.label.upper().startswith(CONCLUSION_LABELS)
             for j, sentence in enumerate(parts):
+                if length >= EMBED_CHARS:
+                    break
+                sentence = sentence[: EMBED_CHARS - length]
+                length += len(sentence)
                 sentence = strip_markup(_REFERENCE_MARK.sub("", sentence))
                 if len(sentence.split()) < MIN_QUOTE_WORDS:
                     continue

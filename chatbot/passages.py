@@ -21,8 +21,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from chatbot.context import source_text
 from index.encoder import Encoder
 from index.search import Hit
+from ingest.records import EMBED_CHARS
 
 # A sentence ends at . ! or ? before a capital, digit or bracket, except after abbreviations that
 # abstracts use mid-sentence ("30 vs. 15 mg", "Smith et al. 2019", "e.g. 5 days").
@@ -33,8 +35,15 @@ CHARS_PER_TOKEN = 4.0  # budget estimate when no tokenizer is given (English pro
 
 
 def sentences(hit: Hit) -> list[str]:
-    """The abstract's sentences, section by section (a label never joins two sections)."""
-    return [s for section in hit.article.sections for s in _SENTENCE_END.split(section.text.strip()) if s]
+    """The abstract's sentences, section by section (a label never joins two sections), within its
+    first ``EMBED_CHARS`` characters: a huge record costs a question no more than a long abstract."""
+    found, length = [], 0
+    for section in hit.article.sections:
+        for sentence in _SENTENCE_END.split(section.text.strip()):
+            if sentence and length < EMBED_CHARS:
+                found.append(sentence[: EMBED_CHARS - length])
+                length += len(sentence)
+    return found
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ def relevant_excerpt(scored: Scored, budget: int, count: Callable[[str], int] | 
     """
     count = count or (lambda text: int(len(text) / CHARS_PER_TOKEN) + 1)
     if not scored.sentences:
-        return scored.hit.article.abstract
+        return source_text(scored.hit)
     chosen: list[int] = []
     used = 0
     for i in np.argsort(-scored.scores, kind="stable").tolist():
@@ -92,7 +101,7 @@ def relevant_excerpt(scored: Scored, budget: int, count: Callable[[str], int] | 
             used += cost
     chosen.sort()
     if len(chosen) == len(scored.sentences):
-        return scored.hit.article.abstract
+        return source_text(scored.hit)
     parts, previous = [], None
     for i in chosen:
         if previous is not None:

@@ -7,7 +7,7 @@ import json
 import sys
 
 from cli import run_cli, setup_logging
-from config import Config, add_config_flags
+from config import MAX_TOP_K, Config, add_config_flags, check_question, top_k_value
 from index.filters import add_filter_flags, filters_from_args
 
 
@@ -17,8 +17,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     stats = commands.add_parser("stats", help="documents, encoder, dimension and sources of an index")
     search = commands.add_parser("search", help="the abstracts most similar to a query")
     search.add_argument("query")
-    search.add_argument("-k", type=int, default=10, help="number of hits (default: 10)")
-    add_config_flags(search, "retriever", "rerank", "rerank_depth")
+    search.add_argument("-k", type=top_k_value, default=10, help=f"number of hits, 1 to {MAX_TOP_K} (default: 10)")
+    add_config_flags(search, "retriever", "rerank", "rerank_depth", "max_question_chars")
     add_filter_flags(search)
     for sub in (stats, search):
         add_config_flags(sub, "index_dir")
@@ -29,12 +29,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(quiet=True)
-    config = Config.from_env().with_args(args)
 
     def work() -> int:
         from index.search import open_index
 
-        index = open_index(config)
+        config = Config.from_env().with_args(args)
+        if args.command == "search":
+            check_question(args.query.strip(), config)
+        index = open_index(config)  # a damaged file is one error line, for stats too (index/checks.py)
         if args.command == "stats":
             stats = index.stats()
             print(json.dumps(stats) if args.json else "\n".join(f"{k}: {v}" for k, v in stats.items()))

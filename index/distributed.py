@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from config import Config
+from index.checks import check_for_ingest
 from index.encoder import Encoder
 from index.encoding import ingest_backend, load_for_ingest
 from index.manifest import Manifest
@@ -82,6 +83,7 @@ def ingest_on_ray(
     ``encoder_factory`` (importable by the Ray workers) replaces the configured encoder, as
     ``ingest_files``' ``encoder`` does; it is called once per actor.
     """
+    check_for_ingest(config.index_dir)  # before the cluster embeds anything (index/checks.py)
     shards = ShardDir(options.shard_dir or config.index_dir / DEFAULT_SHARDS)
     embed_on_ray(
         paths, config, read=read, shards=shards, options=options, encoder_factory=encoder_factory, progress=progress

@@ -49,8 +49,15 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: index format {data.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
-        data["files"] = [SourceFile(**f) for f in data.get("files", [])]
-        return cls(**data)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc}); restore it or rebuild the index") from exc
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            found = data.get("format_version") if isinstance(data, dict) else None
+            raise ValueError(f"{path}: index format {found} is not {FORMAT_VERSION}; rebuild it")
+        try:
+            data["files"] = [SourceFile(**f) for f in data.get("files", [])]
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"{path}: not an index manifest ({exc}); restore it or rebuild the index") from exc

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from config import Config
+from config import MAX_RERANK_DEPTH, MAX_TOP_K, Config
 from index.encoder import Encoder, load_encoder
 from index.filters import Filters
 from index.hybrid import DEFAULT_RETRIEVER, Ranked, check_retriever, rank
@@ -152,15 +152,18 @@ class PubMedIndex:
         filters: Filters | None = None,
         rerank: bool = True,
     ) -> list[Hit]:
-        """The ``k`` best abstracts for ``query``; ``rerank=False`` skips a configured reranker."""
-        if not query.strip() or len(self) == 0 or k <= 0:
+        """The ``k`` best abstracts for ``query`` (``k``: 1 to ``MAX_TOP_K``); ``rerank=False`` skips a
+        configured reranker."""
+        if not 1 <= k <= MAX_TOP_K:
+            raise ValueError(f"k={k}: ask for 1 to {MAX_TOP_K} hits")
+        if not query.strip() or len(self) == 0:
             return []
         allowed = filters.allowed_pmids(self.store.db) if filters else None
         if allowed is not None and len(allowed) == 0:
             return []
         vector = self.query_encoder.encode([query])
         reranker = self.reranker if rerank else None
-        depth = max(k, reranker.depth) if reranker else k
+        depth = max(k, min(reranker.depth, MAX_RERANK_DEPTH)) if reranker else k  # bounded work per request
         bm25 = _Lexical(self.bm25, query, allowed)  # scores every article once, on first use
         ranked = rank(
             retriever or self.retriever,
@@ -219,8 +222,12 @@ class PubMedIndex:
 
 
 def open_index(config: Config, *, encoder: Encoder | None = None) -> PubMedIndex:
-    """The index at ``config.index_dir`` with the configured retriever and reranker."""
+    """The index at ``config.index_dir`` with the configured retriever and reranker; a damaged index
+    is one ``IndexUnusable`` line naming the file (``index/checks.py``), not a traceback mid-search."""
+    from index.checks import check_index
     from index.rerank import lazy_reranker
+
+    check_index(config.index_dir)
 
     return PubMedIndex(
         config.index_dir,

@@ -29,6 +29,7 @@ import numpy as np
 from config import Config
 from index import meta_segments
 from index.ann import VectorChanges
+from index.checks import check_for_ingest
 from index.derived import finish_generation
 from index.embedder import BackgroundEmbedder
 from index.encoder import Encoder
@@ -60,6 +61,7 @@ def ingest_files(
     ``strict`` turns a malformed record from a warning into a failure of its source. Raises
     ``IngestFailed`` (a ``SourceError``) listing every source that could not be read.
     """
+    check_for_ingest(config.index_dir)  # a damaged index fails here, before any embedding (index/checks.py)
     layout = IndexDir(config.index_dir)
     summary = IngestSummary()
     with layout.write_lock():
@@ -87,6 +89,13 @@ def ingest_files(
             if reading.errors:
                 summary.failed = len(reading.errors)
                 raise IngestFailed(reading.errors, summary)
+            if not files:  # no source had a usable record: a new generation would change nothing
+                log.warning("No usable record in %s: nothing changed, nothing was committed", _names(new_files))
+                embedder.abort()
+                cache.close()
+                store.close()
+                layout.abort(staging)
+                return summary
             for name, count in store.changes().items():
                 setattr(summary, name, count)
             manifest = _finish(store, embedder, manifest, summary)
@@ -119,15 +128,19 @@ class _Reading:
     def read(self, path: Path, sha: str, read: EventReader) -> SourceFile | None:
         from tqdm import tqdm
 
-        records = 0
+        records = used = 0
         try:
             events = tqdm(read(path), desc=f"Reading {path.name}", unit=" records", disable=not self.progress)
             for event in events:
                 records += 1
+                used += not isinstance(event, Skipped)
                 self._apply(event)
         except SourceError as exc:
             self.errors.append(exc)
             log.error("%s", exc)
+            return None
+        if not used:  # not recorded as ingested: nothing came of it
+            log.warning("%s holds no usable record (%d skipped); nothing from it was ingested", path, records)
             return None
         log.info("Read %s: %d records.", path, records)
         return SourceFile(path.name, sha, records, _now())
@@ -145,9 +158,7 @@ class _Reading:
 
     def _skip(self, event: Skipped) -> None:
         if self.strict:
-            raise SourceError(
-                event.source, f"malformed record (PMID {event.pmid}): {event.reason}", "fix it or drop --strict"
-            )
+            raise event.error()
         self.summary.skipped += 1
         log.warning("Skipped record at %s (PMID %s): %s", event.source, event.pmid, event.reason)
 
@@ -231,6 +242,10 @@ def _files_to_ingest(paths: list[Path], manifest: Manifest | None) -> list[tuple
         elif sha not in (s for _, s in todo):
             todo.append((path, sha))
     return todo
+
+
+def _names(files: list[tuple[Path, str]]) -> str:
+    return ", ".join(str(path) for path, _ in files)
 
 
 def _sha256(path: Path) -> str:

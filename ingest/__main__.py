@@ -11,7 +11,8 @@ from cli import run_cli, setup_logging
 from config import Config, add_config_flags
 
 EPILOG = """\
-sources, applied in the order given (folders and glob patterns are expanded):
+sources, applied in the order given (folders and glob patterns are expanded; a path that exists is
+taken literally, brackets and all):
   PubMed XML (.xml, .xml.gz: baseline/update files, efetch output), MEDLINE text (.nbib, .medline,
   or a .txt PubMed export), JSON Lines (.jsonl) and CSV/TSV (.csv, .tsv) with columns pmid, title,
   abstract [, year, journal, authors, mesh, publication_types, doi];
@@ -100,7 +101,6 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.quiet)
-    config = _with_ncbi_key(Config.from_env().with_args(args))
 
     def work() -> int:
         from tqdm.contrib.logging import logging_redirect_tqdm
@@ -108,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         from ingest.records import IngestFailed
         from ingest.sources import read_source
 
+        config = _with_ncbi_key(Config.from_env().with_args(args))
         ingest = _engine(args)  # a missing Ray fails before any download
-        paths = resolve_sources(args, config)
         try:
+            paths = resolve_sources(args, config)
             with logging_redirect_tqdm():
                 summary = ingest(paths, config, read=read_source, progress=not args.quiet, strict=args.strict)
         except IngestFailed as failed:
@@ -121,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from index.distributed import RayUnavailable
     from index.encoder import EncoderUnavailable
-    from index.storage import IndexBusy
+    from index.storage import IndexBusy, IndexNotFound
     from ingest.records import SourceError
 
-    return run_cli(work, (SourceError, EncoderUnavailable, IndexBusy, RayUnavailable, ValueError))
+    return run_cli(work, (SourceError, EncoderUnavailable, IndexBusy, IndexNotFound, RayUnavailable, ValueError))
 
 
 def _engine(args: argparse.Namespace):
@@ -148,12 +149,19 @@ def _engine(args: argparse.Namespace):
 
 
 def resolve_sources(args: argparse.Namespace, config: Config) -> list[Path]:
-    """Local sources are checked first (a typo fails before any download), then fetched ones."""
+    """Local sources are checked first (a typo fails before any download), then fetched ones.
+
+    When a local source is missing or unsupported, the others are still read (nothing is written)
+    so that every failure is listed at once."""
+    from index.checks import check_for_ingest
     from ingest.eutils import PREFIX, download_query
     from ingest.ncbi_files import ingested_names, new_files
-    from ingest.sources import expand_sources
+    from ingest.sources import expand_each, read_source
 
-    local = {spec: expand_sources([spec]) for spec in args.sources if not spec.startswith(PREFIX)}
+    specs = [spec for spec in args.sources if not spec.startswith(PREFIX)]
+    local = dict(zip(specs, expand_each(specs, read=read_source, strict=args.strict), strict=True))
+    if len(specs) < len(args.sources) or args.pubmed_updates or args.pubmed_baseline:
+        check_for_ingest(config.index_dir)  # a damaged index fails before any download
     paths: list[Path] = []
     for spec in args.sources:
         paths += local[spec] if spec in local else download_query(spec[len(PREFIX) :], config)

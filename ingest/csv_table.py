@@ -8,7 +8,7 @@ column                 required   value
 ``pmid``               yes        the PubMed id (digits)
 ``title``              yes        article title
 ``abstract``           no         abstract text; a row without one is counted but not indexed
-``year``               no         publication year (the first four digits are used)
+``year``               no         publication year (``2021``, ``2021-03-15``: the leading four digits)
 ``journal``            no         journal name (PubMed's own CSV export calls it ``Journal/Book``)
 ``authors``            no         ``;``-separated (or PubMed's ``Smith J, Doe A.``)
 ``mesh``               no         ``;``-separated MeSH descriptors
@@ -17,8 +17,9 @@ column                 required   value
 =====================  =========  ==================================================================
 
 ``.tsv`` files are tab-separated; ``.csv`` files use commas with standard CSV quoting. A row
-that lacks a numeric PMID or a title is skipped with its line number; a file without a ``pmid``
-and ``title`` header is a ``SourceError``.
+that lacks a PMID (1 to 8 ASCII digits) or a title, has a year that is not one, or breaks the
+quoting (``"a"b``) is skipped with its line number; a file without a ``pmid`` and ``title``
+header, or with a quoted field that is never closed, is a ``SourceError`` naming the line.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ingest.records import Article, Event, Section, Skipped, SourceError
+from ingest.records import Article, BadValue, Event, Section, Skipped, SourceError, pmid_of, year_of
 
 COLUMNS = ("pmid", "title", "abstract", "year", "journal", "authors", "mesh", "publication_types", "doi")
 _ALIASES = {"journal/book": "journal", "publication year": "year", "publication type": "publication_types"}
@@ -43,15 +44,37 @@ def read_csv(path: Path) -> Iterator[Event]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long abstracts exceed the 128 KiB default
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            rows = csv.reader(handle, delimiter=delimiter)
+            rows = csv.reader(handle, delimiter=delimiter, strict=True)
             header = _header(next(rows, []), name)
-            start = rows.line_num + 1
-            for row in rows:
-                if any(cell.strip() for cell in row):
-                    yield _event(dict(zip(header, row, strict=False)), f"{name}:{start}")
-                start = rows.line_num + 1  # a quoted field may span lines: report where the row began
+            yield from _events(rows, header, name)
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         raise SourceError(name, f"cannot be read: {exc}", "expected UTF-8 CSV") from exc
+
+
+def _events(rows, header: list[str], name: str) -> Iterator[Event]:
+    """One event per data row; a malformed row is skipped, a quote never closed fails the file.
+
+    The reader is strict: without it, a quoted field that is never closed silently takes in every
+    line after it, and a stray quote inside a field is dropped without a word."""
+    start = rows.line_num + 1
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise SourceError(
+                    name,
+                    f"line {start}: a quoted field opened in this row is never closed, so lines {start}-"
+                    f"{rows.line_num} cannot be read as rows",
+                    'close the quote; a quote inside a quoted field is written ""',
+                ) from exc
+            yield Skipped(f"{name}:{start}", "?", f"malformed CSV row: {exc}")
+        else:
+            if any(cell.strip() for cell in row):
+                yield _event(dict(zip(header, row, strict=False)), f"{name}:{start}")
+        start = rows.line_num + 1  # a quoted field may span lines: report where the row began
 
 
 def _header(cells: list[str], name: str) -> list[str]:
@@ -67,20 +90,23 @@ def _header(cells: list[str], name: str) -> list[str]:
 
 
 def _event(row: dict[str, str], where: str) -> Event:
-    pmid = row.get("pmid", "").strip()
-    if not pmid.isdigit():
-        return Skipped(where, pmid or "?", "missing or non-numeric pmid")
+    raw = row.get("pmid", "").strip()
+    if not raw:
+        return Skipped(where, "?", "missing pmid")
+    try:
+        pmid, year = pmid_of(raw), year_of(row.get("year", ""))
+    except BadValue as exc:
+        return Skipped(where, raw[:40], str(exc))
     title = " ".join(row.get("title", "").split())
     if not title:
         return Skipped(where, pmid, "missing title")
     abstract = " ".join(row.get("abstract", "").split())
-    year = row.get("year", "").strip()[:4]
     return Article(
         pmid=pmid,
         title=title,
         sections=(Section("", abstract),) if abstract else (),
         journal=row.get("journal", "").strip(),
-        year=int(year) if year.isdigit() else None,
+        year=year,
         authors=_authors(row.get("authors", "")),
         publication_types=_list(row.get("publication_types", "")),
         mesh=_list(row.get("mesh", "")),

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from ingest.records import Article, Event, Section, Skipped, SourceError
+from ingest.records import Article, BadValue, Event, Section, Skipped, SourceError, pmid_of, year_of
 
 _NOT_JSON = ("invalid JSON", "line is not a JSON object")
 
@@ -42,19 +42,22 @@ def _parse_line(line: str, where: str) -> Event:
         return Skipped(where, "?", f"invalid JSON: {exc.msg}")
     if not isinstance(record, dict):
         return Skipped(where, "?", "line is not a JSON object")
-    pmid = str(record.get("pmid", "")).strip()
-    if not pmid.isdigit():
-        return Skipped(where, pmid or "?", "missing or non-numeric pmid")
+    raw = str(record.get("pmid", "")).strip()
+    if not raw:
+        return Skipped(where, "?", "missing pmid")
+    try:
+        pmid, year = pmid_of(raw), year_of(record.get("year"))
+    except BadValue as exc:
+        return Skipped(where, raw[:40], str(exc))
     title = str(record.get("title") or "").strip()
     if not title and not record.get("abstract"):  # an abstract alone (PubMedQA contexts) is still evidence
         return Skipped(where, pmid, "missing title")
-    year = record.get("year")
     return Article(
         pmid=pmid,
         title=title,
         sections=(Section("", str(record["abstract"]).strip()),) if record.get("abstract") else (),
         journal=str(record.get("journal") or ""),
-        year=int(year) if str(year or "").isdigit() else None,
+        year=year,
         authors=_strings(record.get("authors")),
         publication_types=_strings(record.get("publication_types")),
         mesh=_strings(record.get("mesh")),

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from ingest.records import Article, Event, Section, Skipped, SourceError
+from ingest.records import Article, BadValue, Event, Section, Skipped, SourceError, pmid_of, year_of
 
 _TAG = re.compile(r"^([A-Z][A-Z0-9]{0,3}) *- ?(.*)$")
 _CONTINUATION = "      "  # six spaces
@@ -80,21 +80,24 @@ def _records(lines, name: str) -> Iterator[tuple[int, dict[str, list[str]]]]:
 
 
 def _event(fields: dict[str, list[str]], where: str) -> Event:
-    pmid = _first(fields, "PMID")
+    raw = _first(fields, "PMID")
     if "!" in fields:
-        return Skipped(where, pmid or "?", f"malformed record: {fields['!'][0]}")
-    if not pmid.isdigit():
-        return Skipped(where, pmid or "?", "record has no numeric PMID")
+        return Skipped(where, raw[:40] or "?", f"malformed record: {fields['!'][0]}")
+    if not raw:
+        return Skipped(where, "?", "record has no PMID")
+    try:
+        pmid, year = pmid_of(raw), year_of(_first(fields, "DP"))
+    except BadValue as exc:
+        return Skipped(where, raw[:40], str(exc))
     title = _first(fields, "TI") or _first(fields, "BTI") or _first(fields, "TT")
     if not title:
         return Skipped(where, pmid, "record has no title")
-    date = _first(fields, "DP")
     return Article(
         pmid=pmid,
         title=title,
         sections=sections(_first(fields, "AB")),
         journal=_first(fields, "JT") or _first(fields, "TA"),
-        year=int(date[:4]) if date[:4].isdigit() else None,
+        year=year,
         authors=tuple(fields.get("AU", []) or fields.get("CN", [])),
         publication_types=tuple(fields.get("PT", [])),
         mesh=tuple(_descriptor(m) for m in fields.get("MH", [])),

@@ -14,9 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from ingest.records import Article, Deletion, Event, Section, Skipped, SourceError
+from ingest.records import (
+    Article,
+    BadValue,
+    Deletion,
+    Event,
+    Section,
+    Skipped,
+    SourceError,
+    pmid_of,
+    version_of,
+    year_of,
+)
 
 _RECORD_TAGS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
+_SET_TAGS = ("PubmedArticleSet", "PubmedBookArticleSet")  # an empty one is a valid answer with no records
 # Some citations carry an empty ArticleTitle and only the original-language title.
 _TITLE_PATHS = ("ArticleTitle", "VernacularTitle", "Book/BookTitle")
 
@@ -37,11 +49,16 @@ def read_pubmed_xml(path: Path) -> Iterator[Event]:
                 huge_tree=True,
                 load_dtd=False,
             )
+            records = 0
             for _, element in context:
-                yield _event(element, name)
+                records += 1
+                yield from _events(element, name)
                 element.clear(keep_tail=False)
                 while element.getprevious() is not None:
                     del element.getparent()[0]
+            root = context.root.tag if context.root is not None else ""
+            if not records and root not in _SET_TAGS:
+                raise SourceError(name, f"the root element <{root}> is not PubMed XML", "expected <PubmedArticleSet>")
     except etree.XMLSyntaxError as exc:
         raise SourceError(name, f"not well-formed PubMed XML: {exc}", "is the file complete?") from exc
     except (EOFError, OSError, zlib.error) as exc:
@@ -54,17 +71,32 @@ def _open(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
-def _event(element, source: str) -> Event:
+def _events(element, source: str) -> Iterator[Event]:
+    where = f"{source}:{element.sourceline}" if element.sourceline else source
     if element.tag == "DeleteCitation":
-        return Deletion(tuple(p.text.strip() for p in element.iter("PMID") if p.text))
+        pmids = []
+        for node in element.iter("PMID"):
+            try:
+                pmids.append(pmid_of(node.text or ""))
+            except BadValue as exc:
+                yield Skipped(f"{source}:{node.sourceline}", (node.text or "?").strip()[:40], f"DeleteCitation: {exc}")
+        if pmids:
+            yield Deletion(tuple(pmids))
+        return
+    yield _event(element, where)
+
+
+def _event(element, where: str) -> Event:
     pmid_el = element.find("./*/PMID")
-    pmid = (pmid_el.text or "").strip() if pmid_el is not None else ""
-    if not pmid.isdigit():
-        return Skipped(source, pmid or "?", "record has no numeric PMID")
+    raw = (pmid_el.text or "").strip() if pmid_el is not None else ""
+    if not raw:
+        return Skipped(where, "?", "record has no PMID")
     try:
-        return _article(element, pmid, pmid_el)
+        return _article(element, pmid_of(raw), pmid_el)
+    except BadValue as exc:
+        return Skipped(where, raw[:40], str(exc))
     except (ValueError, AttributeError) as exc:
-        return Skipped(source, pmid, f"malformed record: {exc}")
+        return Skipped(where, raw[:40], f"malformed record: {exc}")
 
 
 def _article(element, pmid: str, pmid_el) -> Article:
@@ -85,7 +117,7 @@ def _article(element, pmid: str, pmid_el) -> Article:
         publication_types=tuple(_text(p) for p in root.iterfind("PublicationTypeList/PublicationType")),
         mesh=tuple(_text(d) for d in element.iterfind("MedlineCitation/MeshHeadingList/MeshHeading/DescriptorName")),
         doi=_doi(element, root),
-        version=int(pmid_el.get("Version", "1")),
+        version=version_of(pmid_el.get("Version", "1")),
     )
 
 
@@ -103,10 +135,9 @@ def _sections(abstract) -> tuple[Section, ...]:
 
 def _year(root) -> int | None:
     for path in ("Journal/JournalIssue/PubDate/Year", "Book/PubDate/Year", "ArticleDate/Year"):
-        if (year := _text(root.find(path)))[:4].isdigit():
-            return int(year[:4])
-    medline_date = _text(root.find("Journal/JournalIssue/PubDate/MedlineDate"))  # e.g. "1998 Dec-1999 Jan"
-    return int(medline_date[:4]) if medline_date[:4].isdigit() else None
+        if (year := year_of(_text(root.find(path)))) is not None:
+            return year
+    return year_of(_text(root.find("Journal/JournalIssue/PubDate/MedlineDate")))  # e.g. "1998 Dec-1999 Jan"
 
 
 def _authors(author_list) -> tuple[str, ...]:

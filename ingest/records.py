@@ -8,8 +8,22 @@ The index applies them in that order, so "the later record wins" falls out natur
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass, field
+from datetime import date
+
+# PubMed ids are 1 to 8 ASCII digits (PMIDs are now in the 40 millions). Anything else, Unicode
+# digits included (int() reads "٨٤٥٤٢٧٩" as 8454279), is not a PMID and its record is skipped.
+PMID_DIGITS = 8
+# Publication years: well before PubMed's oldest citations, up to ahead-of-print issues a little ahead.
+YEAR_MIN, YEAR_MAX = 1500, date.today().year + 2
+VERSION_MAX = 999  # PMID versions are small counters (almost always 1)
+# Title and abstract characters embedded per record (about 2,500 tokens; real abstracts stay well
+# under it). The stored text is kept whole; only the vector reads this much, so one huge record
+# cannot hold the single-writer lock for minutes, nor a question that retrieves it cost more.
+EMBED_CHARS = 10_000
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -41,8 +55,8 @@ class Article:
 
     @property
     def text(self) -> str:
-        """What gets embedded: title and abstract together."""
-        return f"{self.title}\n{self.abstract}".strip()
+        """What gets embedded: title and abstract together, the first ``EMBED_CHARS`` of them."""
+        return f"{self.title}\n{self.abstract}".strip()[:EMBED_CHARS]
 
     @property
     def conclusion(self) -> str:
@@ -64,6 +78,43 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+class BadValue(ValueError):
+    """A PMID, year or version that is not what PubMed would write; the message shows the value."""
+
+
+def pmid_of(value: object) -> str:
+    """``value`` as a PMID in canonical form (no leading zeros); ``BadValue`` unless 1-8 ASCII digits, not 0."""
+    text = str(value).strip()
+    if not _ASCII_DIGITS.fullmatch(text) or len(text.lstrip("0")) > PMID_DIGITS or int(text) == 0:
+        raise BadValue(f"PMID {shown(text)} is not a PubMed id (1 to {PMID_DIGITS} ASCII digits)")
+    return str(int(text))
+
+
+def year_of(value: object) -> int | None:
+    """The year a date starts with ("2021", "1998 Dec-1999 Jan", "20210315"); None when it starts with
+    no digit ("Winter", ""); ``BadValue`` for other digits (not ASCII, out of range, too many)."""
+    text = str(value if value is not None else "").strip()
+    head = "".join(itertools.takewhile(str.isdigit, text))  # str.isdigit: "²⁰²⁰" is reported, not ignored
+    if not head:
+        return None
+    if not _ASCII_DIGITS.fullmatch(head) or len(head) not in (4, 8) or not YEAR_MIN <= int(head[:4]) <= YEAR_MAX:
+        raise BadValue(f"year {shown(text)} is not a year from {YEAR_MIN} to {YEAR_MAX}")
+    return int(head[:4])
+
+
+def version_of(value: object) -> int:
+    """A PMID's ``Version`` attribute; ``BadValue`` unless ASCII digits from 1 to ``VERSION_MAX``."""
+    text = str(value).strip()
+    if not _ASCII_DIGITS.fullmatch(text) or len(text.lstrip("0")) > len(str(VERSION_MAX)) or int(text) == 0:
+        raise BadValue(f"PMID version {shown(text)} is not a number from 1 to {VERSION_MAX}")
+    return int(text)
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A value quoted for a message, cut to ``limit`` characters."""
+    return repr(value[:limit] + ("…" if len(value) > limit else ""))
+
+
 @dataclass(frozen=True)
 class Deletion:
     pmids: tuple[str, ...]
@@ -74,6 +125,12 @@ class Skipped:
     source: str  # "file:line" where the record starts (just "file" when the line is unknown)
     pmid: str  # "?" when even the PMID could not be read
     reason: str
+
+    def error(self) -> SourceError:
+        """This record as the failure of its source (``--strict``)."""
+        return SourceError(
+            self.source, f"malformed record (PMID {self.pmid}): {self.reason}", "fix it or drop --strict"
+        )
 
 
 Event = Article | Deletion | Skipped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -189,11 +190,57 @@ def test_markup_and_links_in_the_model_reply_are_defused(evil_index: PubMedIndex
     assert "](https://evil.example" not in final  # shown as text, not as a link
 
 
+LINK_FORMS = {
+    "inline": "See [this page](https://evil.example/x).",
+    "inline-image": "![pixel](https://evil.example/p.png)",
+    "reference": "See [here][x].\n\n[x]: https://evil.example/ref",
+    "reference-image": "![t][im]\n\n[im]: https://evil.example/im.png",
+    "collapsed-and-shortcut": "[a][] and [b]\n\n[a]: https://evil.example/a\n[b]: <https://evil.example/b>",
+    "footnote": "Claim[^1].\n\n[^1]: https://evil.example/note",
+    "autolink": "<https://evil.example/auto> <mailto:x@evil.example>",
+    "bare-url": "Read https://evil.example/bare or http://evil.example/plain.",
+    "bare-www": "Read www.evil.example/bare.",
+    "bare-email": "Write to someone@evil.example.",
+    "html": '<a href="https://evil.example">a</a><img src="https://evil.example/i.png"><iframe src="//evil.example">',
+    "tex": "$$\\href{https://evil.example}{x}$$ $\\url{https://evil.example}$",
+    "entity-built": "&#91;x&#93;(https://evil.example) &lt;img src=https://evil.example/e.png&gt;",
+}
+
+
+REPLACED_FORMS = {"html"}  # a reply with markup is degenerate (chatbot/clean.py): quoted evidence replaces it
+
+
+@pytest.mark.parametrize("name", LINK_FORMS)
+def test_no_link_or_image_can_come_from_the_answer_text(evil_index: PubMedIndex, name: str) -> None:
+    """Whatever the model writes, the Markdown has no syntax that could make a link or load anything:
+    the only links are the app's own PubMed ones, and the text reads as the model wrote it."""
+    service, _ = _service(evil_index, f"Aspirin reduced recurrent stroke [1]. {LINK_FORMS[name]}")
+    outputs = list(app.respond("aspirin stroke", [], service=service))
+    for markdown, _ in outputs:
+        ours = r"\[(\[\d+\]|PMID \d+)\]\(https://pubmed\.ncbi\.nlm\.nih\.gov/\d+/\)|\\\[\d+\\\]"
+        own = re.sub(ours, "", markdown)  # without the citation links and reference numbers the app adds
+        assert not set("[]<$@") & set(own), own  # link, image, tag, TeX and e-mail syntax all escaped
+        assert "://" not in own and "www." not in own.lower(), own  # no bare URL to autolink
+    final = outputs[-1][0]
+    assert "[[1]](https://pubmed.ncbi.nlm.nih.gov/900001/)" in final
+    if name in REPLACED_FORMS:
+        assert final.startswith("**Quoted evidence**") and "evil.example" not in final
+    else:
+        assert "evil.example" in app.plain_text(final)  # shown as text, not dropped
+
+
 @pytest.mark.parametrize("message", ["", "   ", "\n"])
 def test_empty_message_asks_for_a_question(demo: PubMedIndex, message: str) -> None:
     service, generator = _service(demo, "never [1].")
     assert list(app.respond(message, [], service=service)) == [("Please type a question.", "")]
     assert generator.messages == []
+
+
+def test_a_question_over_the_limit_gets_a_clear_message_and_costs_nothing(demo: PubMedIndex) -> None:
+    service, generator = _service(demo, "never [1].")
+    [(markdown, sources)] = list(app.respond("What about aspirin? " * 1000, [], service=service))
+    assert markdown.startswith("**Please shorten the question:**") and "19,999 characters" in markdown
+    assert "limit is 1,000" in markdown and sources == "" and generator.calls == []
 
 
 def test_stop_closes_the_stream_and_stops_the_model(demo: PubMedIndex) -> None:

@@ -18,9 +18,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -98,7 +101,7 @@ def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _require_browser()
     folder = tmp_path_factory.mktemp("browser")
     evil = folder / "evil.jsonl"
@@ -114,8 +117,14 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         timeout=600,
     )
     assert built.returncode == 0, built.stderr
+    return index_dir
+
+
+@contextmanager
+def _app(index_dir: Path, *flags: str) -> Iterator[str]:
+    """``python app.py`` on a free port of 127.0.0.1, serving ``index_dir``; its URL while it runs."""
     port = _free_port()
-    log = folder / "app.log"
+    log = index_dir.parent / f"app-{port}.log"
     # Gradio's own variables choose host and port here: the app must honour them.
     # A generated (streamed) answer: with the tiny offline model the default would be quoted evidence.
     env = _environment(
@@ -126,7 +135,11 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "app.py", "--index-dir", str(index_dir)], cwd=REPO, env=env, stdout=out, stderr=out
+            [sys.executable, "app.py", "--index-dir", str(index_dir), *flags],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=out,
         )
     try:
         url = f"http://127.0.0.1:{port}/"
@@ -138,6 +151,12 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def app_url(index_dir: Path) -> Iterator[str]:
+    with _app(index_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +211,133 @@ def test_markup_in_a_record_is_shown_as_text_never_run(browser, app_url: str) ->
     assert page.locator("script", has_text="__pwned").count() == 0
     assert page.locator("img[src='x']").count() == 0 and page.locator("#sources b", has_text="Tests").count() == 0
     assert page.evaluate("window.__pwned") is None
+
+
+# --- a model's answer may not add a link or load anything (issue #14) -------------------------------
+
+
+def _hostile_answer(beacon: str, kind: str) -> str:
+    """Every Markdown and TeX (``kind="markdown"``) or HTML (``"html"``) way to make a link or load a
+    resource, all aimed at ``beacon``."""
+    b, host = beacon, beacon.split("//", 1)[1].rstrip("/")
+    markdown = [
+        f"Inline [a link]({b}inline), an image ![pixel]({b}inline.png), ![angle](<{b}angle.png>).",
+        "Reference style [here][x], [collapsed][], [shortcut] and images ![t][im] and ![shortcut-image].",
+        "",
+        f"[x]: {b}reference",
+        f"[im]: {b}reference.png",
+        f'[collapsed]: {b}collapsed "title"',
+        f"[shortcut]: <{b}shortcut>",
+        f"[shortcut-image]: {b}shortcut.png",
+        "",
+        f"Autolinks <{b}autolink> <mailto:someone@{host}> <someone@evil.example>.",
+        f"Bare {b}bare and www.evil.example/bare and someone@evil.example and //{host}/relative.",
+        f"A footnote[^note].\n\n[^note]: {b}footnote",
+        f"TeX $$\\href{{{b}tex}}{{x}}$$ and $\\url{{{b}tex-url}}$",
+        f"and $$\\includegraphics{{{b}tex.png}}$$.",
+        f"Escaped already &lt;img src={b}entity.png&gt; and &#91;x&#93;({b}entity).",
+    ]
+    html = [
+        f'HTML <a href="{b}anchor">anchor</a> <img src="{b}tag.png"> <iframe src="{b}frame"></iframe>',
+        f'<video src="{b}video.mp4"></video> <audio src="{b}audio.mp3"></audio>',
+        f'<link rel="stylesheet" href="{b}style.css"> <style>@import url({b}import.css);</style>',
+        f'<svg><image href="{b}svg.png"/></svg> <object data="{b}object"></object> <embed src="{b}embed">',
+        f'<div style="background:url({b}background.png)">styled</div>',
+        f'<form action="{b}form"><button>go</button></form>',
+    ]
+    lines = ["Aspirin reduced recurrent stroke in adults [1].", *(markdown if kind == "markdown" else html)]
+    return "\n".join([*lines, "It was well tolerated [1]."])
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """The beacon: counts every request a browser makes to it; answers a 1-pixel GIF."""
+
+    hits: list[str]
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/gif")
+        self.end_headers()
+        self.wfile.write(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")
+
+    do_POST = do_GET
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _ScriptedEndpoint(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server whose model streams ``reply`` in small chunks, whatever it is asked."""
+
+    reply = ""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for start in range(0, len(self.reply), 40):
+            chunk = {"choices": [{"delta": {"content": self.reply[start : start + 40]}}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("kind", ["markdown", "html"])
+def test_an_answer_cannot_add_a_link_or_load_anything(browser, index_dir: Path, kind: str) -> None:
+    """A model behind --endpoint writes every link, image, autolink and TeX form, or every HTML one,
+    aimed at a beacon on another port: the answer shows no link but PubMed's, no remote image, and
+    the browser sends nothing to any other host (the beacon counts zero requests), while the answer
+    streams and after. Markdown and TeX are shown as text; a reply with HTML tags has them stripped
+    while it streams and is then replaced by the quoted evidence (chatbot/clean.py)."""
+    from scripts.screenshot import ask
+
+    hits: list[str] = []
+    beacon_handler = type("Beacon", (_Recorder,), {"hits": hits})
+    with _serve(beacon_handler) as beacon:
+        model = type("Model", (_ScriptedEndpoint,), {"reply": _hostile_answer(beacon, kind)})
+        with (
+            _serve(model) as endpoint,
+            _app(index_dir, "--endpoint", endpoint, "--rerank", "off", "--min-score", "0") as url,
+        ):
+            page = _open(browser, url, viewport={"width": 1280, "height": 900})
+            elsewhere: list[str] = []
+            app_origin = url.rstrip("/")
+            page.on(
+                "request",
+                lambda r: None if r.url.startswith((app_origin, "data:", "blob:")) else elsewhere.append(r.url),
+            )
+            ask(page, "Does aspirin prevent recurrent stroke?")
+            page.wait_for_timeout(2_000)  # time for any late image or frame to load
+            answer = page.locator("[data-testid='bot']").last
+            text = answer.inner_text()
+            hrefs = answer.locator("a[href]").evaluate_all("links => links.map(a => a.href)")
+            loaders = answer.locator("img, iframe, video, audio, object, embed, image, form, link, style")
+            loading = loaders.evaluate_all("nodes => nodes.map(n => n.outerHTML)")
+            aimed = page.locator(f"[src^='{beacon}'], [href^='{beacon}'], [data^='{beacon}']").count()
+    assert hits == [], f"the browser fetched from the beacon: {hits}"
+    assert elsewhere == [], f"requests left for another host: {elsewhere}"
+    assert hrefs and all(h.startswith("https://pubmed.ncbi.nlm.nih.gov/") for h in hrefs), hrefs
+    assert loading == [] and aimed == 0, loading
+    if kind == "markdown":
+        assert "Aspirin reduced recurrent stroke" in text and "It was well tolerated" in text
+        assert "[here][x]" in text and "![t][im]" in text and "$$\\href" in text  # all of it shown as text
+    else:
+        assert text.startswith("Quoted evidence") and "anchor" not in text, text
 
 
 def test_mobile_layout_answers_too(browser, app_url: str, tmp_path: Path) -> None:

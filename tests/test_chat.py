@@ -355,3 +355,49 @@ def test_instructions_inside_an_abstract_change_neither_prompt_nor_output_format
     assert "[9]" not in final.text and final.invalid_citations == 1
     assert final.citations == () and final.text.endswith(UNCITED_NOTE)
     assert REFERENCES_HEADING not in final.text
+
+
+# --- bounded cost per question (issue #14) ----------------------------------------------------------
+
+
+def test_a_question_over_the_limit_is_refused_before_any_work(index: PubMedIndex) -> None:
+    from config import QuestionTooLong
+
+    spy, generator = SpyRetriever(index), ScriptedGenerator("never [1].")
+    bot = Chatbot(spy, generator, EVIDENCE, encoder=HashingEncoder())
+    long_question = "Does aspirin prevent stroke? " * 700  # 20,299 characters once stripped
+    with pytest.raises(QuestionTooLong, match=r"20,299 characters long; the limit is 1,000 \(max_question_chars\)"):
+        bot.ask(long_question)
+    assert spy.queries == [] and generator.calls == []
+    assert bot.ask("Does aspirin prevent stroke? " * 34).done  # 986 characters: within the limit
+
+
+def test_a_long_earlier_turn_cannot_make_the_search_query_long(index: PubMedIndex, titles: list[str]) -> None:
+    """A client may send any history (the app's API takes it): a follow-up's query stays within the limit."""
+    spy = SpyRetriever(index)
+    bot = Chatbot(spy, ScriptedGenerator("not a usable rewrite [1]", "Claim [1]."), EVIDENCE)
+    history = [(" ".join(f"word{i}" for i in range(20_000)), "An earlier answer. " * 5_000)]
+    bot.ask("And in children?", history)
+    assert spy.queries and all(len(q) <= EVIDENCE.max_question_chars for q in spy.queries)
+
+
+@pytest.mark.parametrize("k", [0, -1, 101])
+def test_an_index_search_outside_1_to_100_hits_is_an_error(index: PubMedIndex, k: int) -> None:
+    with pytest.raises(ValueError, match="1 to 100"):
+        index.search("aspirin", k=k)
+
+
+@pytest.mark.parametrize("top_k", [0, -3, 101])
+def test_a_configuration_outside_the_bounds_is_an_error(top_k: int) -> None:
+    with pytest.raises(ValueError, match=f"top_k={top_k}: must be 1 to 100"):
+        Config(top_k=top_k)
+    with pytest.raises(ValueError, match="max_question_chars"):
+        Config(max_question_chars=0)
+
+
+@pytest.mark.parametrize("depth", [-1, 101, 10_000])
+def test_a_rerank_depth_outside_the_bounds_is_an_error(depth: int) -> None:
+    with pytest.raises(ValueError, match=f"rerank_depth={depth}: must be 0 .* to 100"):
+        Config(rerank_depth=depth)
+    with pytest.raises(ValueError, match="rerank_depth"):
+        Config.from_env({"PUBMED_RAG_RERANK_DEPTH": str(depth)})

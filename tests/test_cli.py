@@ -135,6 +135,51 @@ def test_stats_without_an_index_says_how_to_build_one(tmp_path, where):
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["index", "search", "aspirin", "-k", "0"],
+        ["index", "search", "aspirin", "-k", "-5"],
+        ["index", "search", "aspirin", "-k", "101"],
+        ["chatbot", "ask", "Does aspirin work?", "--top-k", "0"],
+        ["chatbot", "eval", "questions.jsonl", "-k", "1000"],
+    ],
+    ids=["search-k-0", "search-k-negative", "search-k-over-100", "ask-top-k-0", "eval-k-1000"],
+)
+def test_k_outside_1_to_100_is_a_usage_error(hashing_index, command):
+    result = run(*command, "--index-dir", hashing_index)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "out of range: give 1 to 100" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("depth", ["-1", "101", "100000"])
+def test_rerank_depth_outside_0_to_100_is_a_usage_error(hashing_index, depth):
+    """Each reranked candidate costs a model pass: a request's reranking is bounded like its ``-k``."""
+    result = run("index", "search", "aspirin", "--rerank-depth", depth, "--index-dir", hashing_index)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "out of range: give 0 to 100" in result.stderr and result.stdout == ""
+
+
+def test_a_bad_setting_in_the_environment_is_one_clear_line(hashing_index):
+    env = {**os.environ, "PUBMED_RAG_TOP_K": "0", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "index", "stats", "--index-dir", str(hashing_index)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert_clean_failure(result, "top_k=0: must be 1 to 100")
+
+
+@pytest.mark.parametrize("command", [["chatbot", "ask"], ["index", "search"]])
+def test_a_question_over_the_limit_fails_before_anything_loads(tmp_path, command):
+    result = run(*command, "Is aspirin useful? " * 100, "--index-dir", tmp_path / "no-index-needed")
+    assert_clean_failure(result, "1,899 characters long; the limit is 1,000 (max_question_chars)")
+    shorter = run(*command, "Is aspirin useful? " * 100, "--max-question-chars", "2000", "--index-dir", tmp_path)
+    assert "max_question_chars" not in shorter.stderr and "no index in" in shorter.stderr  # a setting
+
+
 def test_ingest_missing_path_fails_cleanly_and_changes_nothing(hashing_index, tmp_path):
     before = snapshot(hashing_index)
     missing = tmp_path / "nope.xml.gz"
@@ -234,3 +279,38 @@ def test_unreadable_source_fails_cleanly_and_leaves_index_identical(minilm_index
     result = run("ingest", DATA / "pubmed6.xml", bad, "--index-dir", index_dir, "--quiet")
     assert_clean_failure(result, str(bad))
     assert snapshot(index_dir) == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_during_onnx_embedding_exits_130_not_sigabrt(demo_subset, tmp_path):
+    """A second Ctrl-C while ONNX Runtime encodes used to end the interpreter under its thread
+    pool: "terminate called without an active exception", SIGABRT. Now: exit 130, nothing committed."""
+    import signal
+    import time
+
+    index_dir = tmp_path / "index"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBMED_RAG_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    flags = ["--index-dir", str(index_dir), "--encoder-backend", "onnx-int8", "--batch-size", "64", "--quiet"]
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ingest", str(demo_subset), *flags],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell ignores it
+        )
+    deadline = time.monotonic() + 600
+    while "falling back" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the encoder is being loaded: the first window's encoding is about to start
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)  # the ingest stops after the window ONNX Runtime is encoding...
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)  # ...and the impatient second Ctrl-C does not wait for it
+    status = process.wait(timeout=300)
+    said = log.read_text()
+    assert status == 130, said
+    assert "terminate called" not in said and "interrupted; the index was left as it was" in said
+    assert not (index_dir / "CURRENT").exists()  # nothing committed; the same command resumes

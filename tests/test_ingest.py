@@ -187,7 +187,7 @@ def test_record_without_numeric_pmid_is_skipped_and_reading_goes_on(tmp_path, pm
     path = write_xml(tmp_path / "nopmid.xml", record(pmid=pmid), record(pmid="777"))
     skipped, article = read_source(path)
     assert isinstance(skipped, Skipped)
-    assert skipped.source == str(path) and "PMID" in skipped.reason
+    assert skipped.source == f"{path}:2" and "PMID" in skipped.reason  # the line where the record starts
     assert skipped.pmid == (pmid or "?")
     assert isinstance(article, Article) and article.pmid == "777"
 

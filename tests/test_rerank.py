@@ -121,3 +121,28 @@ def test_index_search_reranks_the_candidates_and_keeps_cosine_scores(demo_index,
     cosine = {h.pmid: h.score for h in plain.search(query, k=CROSS_ENCODER_DEPTH)}
     assert all(h.score == pytest.approx(cosine[h.pmid], abs=1e-5) for h in hits)
     assert [h.pmid for h in reranked.search(query, k=5, rerank=False)] == [h.pmid for h in plain.search(query, k=5)]
+
+
+class CountingReranker:
+    """Keeps the first stage's order; records how many candidates each search handed it."""
+
+    name = "counting"
+
+    def __init__(self, depth: int) -> None:
+        self.depth, self.seen = depth, []
+
+    def rerank(self, query: str, articles, scores=None) -> list[Article]:
+        self.seen.append(len(articles))
+        return list(articles)
+
+
+def test_a_search_reranks_at_most_max_rerank_depth_candidates(demo_index):
+    """Each candidate costs the reranker a model pass: however deep a reranker is set (a benchmark
+    sets ``depth`` directly), one search's reranking stays bounded."""
+    from config import MAX_RERANK_DEPTH
+
+    reranker = CountingReranker(depth=10_000)
+    index = PubMedIndex(demo_index, encoder=HashingEncoder(), reranker=reranker)
+    assert len(index) > MAX_RERANK_DEPTH
+    assert len(index.search("asthma in patients", k=5)) == 5
+    assert reranker.seen == [MAX_RERANK_DEPTH]

@@ -131,6 +131,19 @@ def test_add_abstracts_that_fails_changes_nothing(live: ChatService, tmp_path: P
     assert add_abstracts(None, "  ", service=live) == "Choose files to upload or enter a PubMed query."
 
 
+def test_add_abstracts_takes_an_upload_name_with_brackets_and_names_a_bad_pmid(live: ChatService, tmp_path) -> None:
+    """An upload keeps its name (brackets are not a pattern); a 30-digit PMID is a skipped record, not a
+    red "Error" badge; and a file name cannot put a link into the summary."""
+    before = IndexDir(live.config.index_dir).current()
+    bad = _jsonl(tmp_path / "export[1].jsonl", {**NEW_RECORD, "pmid": "9" * 30})
+    summary = add_abstracts([str(bad)], "", service=live)
+    assert summary.startswith("Nothing to do") and "1 malformed record(s) skipped" in summary
+    assert IndexDir(live.config.index_dir).current() == before  # nothing committed
+    named = _jsonl(tmp_path / "[x](https:evil.example)[2].jsonl", NEW_RECORD)
+    summary = add_abstracts([str(named)], "", service=live)
+    assert "added 1" in summary and "](https" not in summary and "&#91;x&#93;" in summary
+
+
 def test_add_abstracts_from_a_pubmed_query(live: ChatService, tmp_path: Path) -> None:
     queries: list[str] = []
 

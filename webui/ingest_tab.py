@@ -10,7 +10,6 @@ generation; an ingest that fails commits nothing, so the chats never see a half-
 from __future__ import annotations
 
 import contextlib
-import html
 import logging
 import os
 import threading
@@ -20,6 +19,7 @@ from typing import TypeVar
 
 from config import Config
 from ingest.records import IngestSummary, SourceError
+from webui.render import escape_markdown
 from webui.service import ChatService
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def add_abstracts(
     config = service.config
     try:
         report(0.0, desc="Checking the sources")
-        paths = expand_sources([str(f) for f in files or []])
+        paths = expand_sources([str(f) for f in files or []], read=read_source)  # every failure listed at once
         if query:
             report(0.02, desc="Searching PubMed")
             paths += fetch_query(query, config)
@@ -95,9 +95,11 @@ def add_abstracts(
         summary = run_niced(lambda: ingest_files(paths, config, read=read_source, encoder=encoder, progress=True))
     except (SourceError, IndexBusy, EncoderUnavailable, ValueError) as exc:
         log.warning("Add abstracts failed: %s", exc)
-        return f"**Nothing was added; the index is unchanged.**\n\n```\n{exc}\n```"
+        shown = str(exc).replace("`", "'")  # inside the code block: no markup, no link, no way out of it
+        return f"**Nothing was added; the index is unchanged.**\n\n```\n{shown}\n```"
     if not summary.sources:
-        return "Nothing to do: every file is already in the index (same checksum)."
+        skipped = f" {summary.skipped:,} malformed record(s) skipped: the log names each." if summary.skipped else ""
+        return "Nothing to do: the files are already in the index (same checksum) or hold no usable record." + skipped
     report(0.98, desc="Opening the new index")
     stats = service.reload_index().stats()
     return render_summary(summary, stats)
@@ -116,7 +118,8 @@ def run_niced(work: Callable[[], T], nice: int = INGEST_NICE) -> T:
 
     def run() -> None:
         with contextlib.suppress(AttributeError, OSError):  # per-thread priority is a Linux feature
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            me = threading.get_native_id()  # relative: an app already started niced is never raised (as root)
+            os.setpriority(os.PRIO_PROCESS, me, min(os.getpriority(os.PRIO_PROCESS, me) + nice, 19))
         try:
             outcome["value"] = work()
         except BaseException as exc:  # re-raised on the calling thread
@@ -134,10 +137,10 @@ def render_summary(summary: IngestSummary, stats: dict[str, object]) -> str:
     counts = " · ".join(
         f"{name.replace('_', ' ')} {value:,}" for name, value in summary.as_dict().items() if name != "sources"
     )
-    names = ", ".join(html.escape(Path(s).name) for s in summary.sources)
+    names = ", ".join(escape_markdown(Path(s).name) for s in summary.sources)  # an upload's name is untrusted
     return (
         f"**Done.** {counts}.\n\nSources: {names}\n\n"
-        f"Chats now search **{int(stats['documents']):,} abstracts** ({html.escape(str(stats['generation']))})."
+        f"Chats now search **{int(stats['documents']):,} abstracts** ({escape_markdown(str(stats['generation']))})."
     )
 
 

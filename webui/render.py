@@ -35,6 +35,9 @@ AUTHORS_SHOWN = 3
 _UNINFORMATIVE_TYPES = ("Journal Article", "Research Support")
 RETRACTED = "Retracted Publication"
 _LINK = re.compile(r"\[\[(\d+)\]\]\([^)]*\)")
+_CITATION = re.compile(r"\[(\d+(?:, \d+)*)\]")
+_MARKDOWN_ESCAPES = str.maketrans({"[": "&#91;", "]": "&#93;", "@": "&#64;", "$": "&#36;"})
+_WWW = re.compile(r"(?i)\bwww\.")
 
 
 def render_answer(answer: Answer) -> str:
@@ -43,17 +46,28 @@ def render_answer(answer: Answer) -> str:
         return WRITING.format(n=len(answer.sources)) if answer.sources else PLACEHOLDER
     body = answer.text.split(REFERENCES_HEADING)[0].rstrip()
     urls = {c.n: c.url for c in answer.citations}
-    text = re.sub(r"\[(\d+(?:, \d+)*)\]", lambda m: _link_numbers(m.group(1), urls), _untrusted(body))
+    parts = _CITATION.split(body)  # text, numbers, text, ...: only our own [n] markers become links
+    text = "".join(_link_numbers(p, urls) if i % 2 else escape_markdown(p) for i, p in enumerate(parts))
     for mark, badge in BADGES.items():
-        text = text.replace(mark, badge)
+        text = text.replace(escape_markdown(mark), badge)
     if answer.done and answer.citations:
         text += "\n\n" + _references(answer)
     return f"{ABSTAINED} {text}" if answer.abstained else text
 
 
-def _untrusted(text: str) -> str:
-    """Escaped, with "](" broken up: neither the model nor an abstract it echoes can add a link."""
-    return html.escape(text, quote=False).replace("](", "]&#40;")
+def escape_markdown(text: str) -> str:
+    """Text that Markdown shows as written and can never turn into a link, an image or markup.
+
+    Neither the model nor an abstract it echoes may add a link or make the browser load anything.
+    Escaping the characters that every such construct needs is simpler and safer than finding the
+    constructs: ``<`` (HTML tags, ``<https://...>`` autolinks), ``[`` and ``]`` (inline and
+    reference links and images, their definitions, footnotes), the ``:`` of ``://`` (a bare URL,
+    which GitHub-flavoured Markdown links by itself), ``@`` (bare e-mail addresses), the ``.``
+    after ``www`` (bare ``www.`` links), and ``$`` (TeX, whose ``\\href`` and ``\\url`` make links).
+    Character references are never Markdown syntax, and the browser shows them as the characters.
+    """
+    escaped = html.escape(text, quote=False).translate(_MARKDOWN_ESCAPES)
+    return _WWW.sub("www&#46;", escaped.replace("://", "&#58;//"))
 
 
 def _link_numbers(numbers: str, urls: dict[int, str]) -> str:
@@ -67,7 +81,7 @@ def _references(answer: Answer) -> str:
     for citation in sorted(answer.citations, key=lambda c: c.n):
         a = answer.sources[citation.n - 1].article
         authors = ", ".join(a.authors[:AUTHORS_SHOWN]) + (", et al" if len(a.authors) > AUTHORS_SHOWN else "")
-        parts = [_untrusted(p) for p in (authors, a.title.rstrip("."), a.journal, str(a.year or "n.d.")) if p]
+        parts = [escape_markdown(p) for p in (authors, a.title.rstrip("."), a.journal, str(a.year or "n.d.")) if p]
         lines.append(f"\\[{citation.n}\\] " + ". ".join(parts) + f". [PMID {citation.pmid}]({citation.url})")
     return "\n\n".join(lines)
 
