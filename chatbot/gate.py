@@ -100,9 +100,9 @@ def question_coverage(question: str, hits: Sequence[Hit], *, weights: dict[str, 
     asked = set(tokens[0]) - _question_words()
     if not asked or not hits:
         return 0.0
-    weight = {word: (weights or {}).get(word, 1.0) for word in asked}
+    weight = {word: (weights or {}).get(word, 1.0) for word in sorted(asked)}  # sorted: same sums every run
     total = sum(weight.values())
-    return max(sum(weight[w] for w in asked & set(words)) / total for words in tokens[1:])
+    return max(sum(weight[w] for w in weight if w in held) / total for held in map(set, tokens[1:]))
 
 
 def word_weights(question: str, index: object | None) -> dict[str, float]:
