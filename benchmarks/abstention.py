@@ -9,9 +9,14 @@ corpora are ``benchmarks/retrieval.py``'s (dev documents + the first 5,000 abstr
 ``pubmed21n1298.xml.gz``), embedded once with ``--embedding-cache``.
 
 Reported per dataset: the rates of the shipped gate (abstain on unanswerable, answer on
-answerable; target both >= 0.9), those of the old rule (answer when any hit reaches ``min_score``
-0.35), the ROC AUC of each signal, and a sweep of ``COVERAGE_WEIGHT`` x ``GATE_THRESHOLD``: the
-shipped constants are the sweep's choice, the setting whose worst rate over both datasets is best.
+answerable; target both >= 0.9), those of the previous gate (every question word weighing the same,
+weight 0.25, threshold 0.78) and of the old rule (answer when any hit reaches ``min_score`` 0.35),
+the ROC AUC of each signal, and, for both coverages (IDF-weighted, as shipped, and uniform), a
+sweep of ``COVERAGE_WEIGHT`` x ``GATE_THRESHOLD`` (the shipped constants are the sweep's choice,
+the setting whose worst rate over both datasets is best) and a split-half check: constants chosen
+on the even-numbered questions of both sets, measured on the odd ones, and the other way round.
+In the unanswerable search the gate's word weights come from the index's BM25 as if the
+question's own abstracts had never been ingested (``chatbot.eval.Unindexed``).
 
     python -m benchmarks.abstention --embedding-cache emb.sqlite
 """

@@ -15,7 +15,8 @@ so anything less is a bug), and ``citations_to_gold`` the share that cite a gold
 
 Abstention (``--abstention``): the evidence gate (``chatbot/gate.py``) judges each question's top
 ``top_k`` hits twice, with its gold abstracts in the index (it should answer) and with them
-filtered out of the search (``Without``: it should abstain); ``answer_on_answerable`` and
+filtered out of the search (``Without``, and ``Unindexed`` for the gate's word weights: it should
+abstain); ``answer_on_answerable`` and
 ``abstain_on_unanswerable`` are the shares it got right. No generator runs for these.
 """
 
