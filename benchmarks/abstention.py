@@ -9,9 +9,14 @@ corpora are ``benchmarks/retrieval.py``'s (dev documents + the first 5,000 abstr
 ``pubmed21n1298.xml.gz``), embedded once with ``--embedding-cache``.
 
 Reported per dataset: the rates of the shipped gate (abstain on unanswerable, answer on
-answerable; target both >= 0.9), those of the old rule (answer when any hit reaches ``min_score``
-0.35), the ROC AUC of each signal, and a sweep of ``COVERAGE_WEIGHT`` x ``GATE_THRESHOLD``: the
-shipped constants are the sweep's choice, the setting whose worst rate over both datasets is best.
+answerable; target both >= 0.9), those of the previous gate (every question word weighing the same,
+weight 0.25, threshold 0.78) and of the old rule (answer when any hit reaches ``min_score`` 0.35),
+the ROC AUC of each signal, and, for both coverages (IDF-weighted, as shipped, and uniform), a
+sweep of ``COVERAGE_WEIGHT`` x ``GATE_THRESHOLD`` (the shipped constants are the sweep's choice,
+the setting whose worst rate over both datasets is best) and a split-half check: constants chosen
+on the even-numbered questions of both sets, measured on the odd ones, and the other way round.
+In the unanswerable search the gate's word weights come from the index's BM25 as if the
+question's own abstracts had never been ingested (``chatbot.eval.Unindexed``).
 
     python -m benchmarks.abstention --embedding-cache emb.sqlite
 """
@@ -36,14 +41,18 @@ from benchmarks.retrieval import (
     load_pubmedqa,
     write_corpus,
 )
-from chatbot.eval import EvalQuestion, abstention_metrics, gate_pairs
-from chatbot.gate import COVERAGE_WEIGHT, GATE_THRESHOLD, Sufficiency
+from chatbot.eval import EvalQuestion, Unindexed, Without, abstention_metrics
+from chatbot.gate import COVERAGE_WEIGHT, GATE_THRESHOLD, Sufficiency, assess
 from config import Config
 from index.search import PubMedIndex
 
 OLD_MIN_SCORE = 0.35  # the rule before the gate: answer when any hit reaches this cosine
-WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.40, 1.40, 0.01))
+PREVIOUS_GATE = (0.25, 0.78)  # the first gate (weight, threshold), with every word weighing the same
+WEIGHTS = tuple(round(w, 2) for w in np.arange(0.0, 1.001, 0.05))
+THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.40, 1.60, 0.005))
+COVERAGES = ("idf", "uniform")  # the shipped IDF-weighted word coverage, and every word weighing 1
+
+Pairs = list[tuple[Sufficiency, Sufficiency]]
 
 
 def questions_and_corpus(name: str, distractors: int) -> tuple[list[EvalQuestion], list]:
@@ -52,14 +61,23 @@ def questions_and_corpus(name: str, distractors: int) -> tuple[list[EvalQuestion
     return [EvalQuestion(q.text, q.gold) for q in questions], docs + extra
 
 
-def measure(name: str, args: argparse.Namespace, encoder, work: Path) -> list[tuple[Sufficiency, Sufficiency]]:
+def measure(name: str, args: argparse.Namespace, encoder, work: Path) -> dict[str, Pairs]:
+    """(answerable, unanswerable) decisions per question, with each coverage."""
     questions, articles = questions_and_corpus(name, args.distractors)
     index_dir = work / f"{name}-index"
     if not (index_dir / "CURRENT").exists():
         write_corpus(articles, work / f"{name}.jsonl")
         build_index(work / f"{name}.jsonl", index_dir, encoder)
     index = PubMedIndex(index_dir, encoder=encoder)
-    return gate_pairs(questions[: args.limit], index, k=args.top_k)
+    by_coverage: dict[str, Pairs] = {"idf": [], "uniform": []}
+    for question in questions[: args.limit]:
+        text = question.question
+        present = index.search(text, k=args.top_k)
+        absent = index.search(text, k=args.top_k, filters=Without(question.gold))
+        unindexed = Unindexed(index, question.gold)  # its words' weights as if never ingested
+        by_coverage["idf"].append((assess(text, present, index=index), assess(text, absent, index=unindexed)))
+        by_coverage["uniform"].append((assess(text, present), assess(text, absent)))
+    return by_coverage
 
 
 def rates(pairs: Sequence[tuple[Sufficiency, Sufficiency]], weight: float, threshold: float) -> tuple[float, float]:
@@ -75,15 +93,46 @@ def auc(positive: Sequence[float], negative: Sequence[float]) -> float:
     return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
 
 
-def sweep(by_set: dict[str, list[tuple[Sufficiency, Sufficiency]]]) -> list[dict[str, object]]:
-    """Every (weight, threshold) with its four rates, best worst-rate first."""
+def _grid(pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """Answer-on-answerable and abstain-on-unanswerable rates, shape (weights, thresholds)."""
+    w, t = np.asarray(WEIGHTS)[:, None, None], np.asarray(THRESHOLDS)[None, :, None]
+    sim_a, cov_a = (np.asarray([[a.similarity, a.coverage] for a, _ in pairs]).T)[:, None, None, :]
+    sim_u, cov_u = (np.asarray([[u.similarity, u.coverage] for _, u in pairs]).T)[:, None, None, :]
+    return (sim_a + w * cov_a >= t).mean(axis=2), (sim_u + w * cov_u < t).mean(axis=2)
+
+
+def sweep(by_set: dict[str, Pairs]) -> list[dict[str, object]]:
+    """Every (weight, threshold) with its four rates, best worst-rate first (ties: lower weight, threshold)."""
+    grids = {name: _grid(pairs) for name, pairs in by_set.items()}
+    worst = np.min([g for pair in grids.values() for g in pair], axis=0)
+    order = np.argsort(-worst, axis=None, kind="stable")
     rows = []
-    for weight in WEIGHTS:
-        for threshold in THRESHOLDS:
-            four = {name: rates(pairs, weight, threshold) for name, pairs in by_set.items()}
-            worst = min(r for pair in four.values() for r in pair)
-            rows.append({"weight": weight, "threshold": threshold, "worst": worst, "rates": four})
-    return sorted(rows, key=lambda r: -r["worst"])
+    for flat in order:
+        i, j = np.unravel_index(flat, worst.shape)
+        four = {name: (float(g[0][i, j]), float(g[1][i, j])) for name, g in grids.items()}
+        rows.append({"weight": WEIGHTS[i], "threshold": THRESHOLDS[j], "worst": float(worst[i, j]), "rates": four})
+    return rows
+
+
+def held_out(by_set: dict[str, Pairs]) -> list[dict[str, object]]:
+    """Chosen on one half of each dev set (even or odd question numbers), measured on the other."""
+    runs = []
+    for half in (0, 1):
+        fit = {name: pairs[half::2] for name, pairs in by_set.items()}
+        test = {name: pairs[1 - half :: 2] for name, pairs in by_set.items()}
+        chosen = sweep(fit)[0]
+        four = {name: rates(pairs, chosen["weight"], chosen["threshold"]) for name, pairs in test.items()}
+        runs.append(
+            {
+                "fitted_on": "even" if half == 0 else "odd",
+                "weight": chosen["weight"],
+                "threshold": chosen["threshold"],
+                "worst_fitted": chosen["worst"],
+                "worst_held_out": min(r for pair in four.values() for r in pair),
+                "held_out_rates": four,
+            }
+        )
+    return runs
 
 
 def signal_aucs(pairs: Sequence[tuple[Sufficiency, Sufficiency]]) -> dict[str, float]:
@@ -94,21 +143,29 @@ def signal_aucs(pairs: Sequence[tuple[Sufficiency, Sufficiency]]) -> dict[str, f
     }
 
 
+def _rates_dict(pairs: Pairs, weight: float, threshold: float) -> dict[str, float]:
+    answer, abstain = rates(pairs, weight, threshold)
+    return {"answer_on_answerable": answer, "abstain_on_unanswerable": abstain}
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     encoder = minilm(Config(), args.embedding_cache)
     with tempfile.TemporaryDirectory(prefix="bench-abstention-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        by_set = {name: measure(name, args, encoder, work) for name in ("pubmedqa", "bioasq")}
-    best = sweep(by_set)
+        measured = {name: measure(name, args, encoder, work) for name in ("pubmedqa", "bioasq")}
     result: dict[str, object] = {"benchmark": "abstention", "top_k": args.top_k, "datasets": {}}
-    for name, pairs in by_set.items():
-        old_answer = np.mean([a.similarity >= OLD_MIN_SCORE for a, _ in pairs])
-        old_abstain = np.mean([u.similarity < OLD_MIN_SCORE for _, u in pairs])
+    for name, by_coverage in measured.items():
+        pairs, uniform = by_coverage["idf"], by_coverage["uniform"]
         result["datasets"][name] = {
             "shipped_gate": abstention_metrics(pairs),
-            "old_min_score_0.35": {"answer_on_answerable": old_answer, "abstain_on_unanswerable": old_abstain},
+            "previous_gate_uniform_0.25_0.78": _rates_dict(uniform, *PREVIOUS_GATE),
+            "old_min_score_0.35": {
+                "answer_on_answerable": float(np.mean([a.similarity >= OLD_MIN_SCORE for a, _ in pairs])),
+                "abstain_on_unanswerable": float(np.mean([u.similarity < OLD_MIN_SCORE for _, u in pairs])),
+            },
             "auc": signal_aucs(pairs),
+            "auc_uniform_coverage": signal_aucs(uniform)["coverage"],
             "median_similarity": {
                 "answerable": float(np.median([a.similarity for a, _ in pairs])),
                 "unanswerable": float(np.median([u.similarity for _, u in pairs])),
@@ -118,9 +175,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 "unanswerable": float(np.median([u.coverage for _, u in pairs])),
             },
         }
-    result["shipped"] = {"coverage_weight": COVERAGE_WEIGHT, "threshold": GATE_THRESHOLD}
-    result["sweep_best"] = best[:10]
-    result["best_by_weight"] = [next(r for r in best if r["weight"] == w) for w in WEIGHTS]
+    result["shipped"] = {"coverage": "idf", "coverage_weight": COVERAGE_WEIGHT, "threshold": GATE_THRESHOLD}
+    for coverage in COVERAGES:
+        by_set = {name: by_coverage[coverage] for name, by_coverage in measured.items()}
+        best = sweep(by_set)
+        result[f"sweep_best_{coverage}"] = best[:10]
+        result[f"best_by_weight_{coverage}"] = [next(r for r in best if r["weight"] == w) for w in WEIGHTS]
+        result[f"held_out_{coverage}"] = held_out(by_set)
     result["machine"] = machine_info()
     return result
 
@@ -128,24 +189,29 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 def table(result: dict[str, object]) -> str:
     rows = []
     for name, d in result["datasets"].items():
-        gate, old, aucs = d["shipped_gate"], d["old_min_score_0.35"], d["auc"]
+        gate, prev, old, aucs = (
+            d["shipped_gate"],
+            d["previous_gate_uniform_0.25_0.78"],
+            d["old_min_score_0.35"],
+            d["auc"],
+        )
         rows.append(
             [
                 name,
                 f"{gate['abstain_on_unanswerable']:.3f}",
                 f"{gate['answer_on_answerable']:.3f}",
-                f"{old['abstain_on_unanswerable']:.3f}",
-                f"{old['answer_on_answerable']:.3f}",
-                f"{aucs['similarity']:.3f} / {aucs['coverage']:.3f} / {aucs['evidence']:.3f}",
+                f"{prev['abstain_on_unanswerable']:.3f} / {prev['answer_on_answerable']:.3f}",
+                f"{old['abstain_on_unanswerable']:.3f} / {old['answer_on_answerable']:.3f}",
+                f"{aucs['similarity']:.3f} / {d['auc_uniform_coverage']:.3f} / {aucs['coverage']:.3f}",
             ]
         )
     header = [
         "dev set",
         "gate: abstain on unanswerable",
         "gate: answer on answerable",
-        "min_score 0.35: abstain",
-        "min_score 0.35: answer",
-        "AUC similarity / coverage / evidence",
+        "previous gate (uniform words, 0.25 / 0.78): abstain / answer",
+        "min_score 0.35: abstain / answer",
+        "AUC similarity / coverage uniform / coverage IDF",
     ]
     return markdown_table(header, rows)
 
@@ -161,15 +227,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _short(row: dict[str, object], key: str = "rates") -> str:
+    return " ".join(f"{name} {a:.3f}/{u:.3f}" for name, (a, u) in row[key].items())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = run(args)
     path = write_result(args.out, "abstention", result)
     print(table(result))
-    print("\nBest settings (weight, threshold, worst of the four rates):")
-    for row in result["best_by_weight"]:
-        print(f"  weight {row['weight']}: threshold {row['threshold']}, worst {row['worst']:.3f} {row['rates']}")
+    for coverage in COVERAGES:
+        print(f"\nBest settings, {coverage} coverage (weight, threshold, worst of the four rates):")
+        for row in result[f"best_by_weight_{coverage}"]:
+            print(f"  weight {row['weight']}: threshold {row['threshold']}, worst {row['worst']:.3f} {_short(row)}")
+        for half in result[f"held_out_{coverage}"]:
+            print(
+                f"  chosen on the {half['fitted_on']} half: w {half['weight']} t {half['threshold']}, worst there "
+                f"{half['worst_fitted']:.3f}, on the other half {half['worst_held_out']:.3f} "
+                + _short(half, "held_out_rates")
+            )
     print(f"\nMachine: {machine_line(result['machine'])}\nResult: {path}")
 
 

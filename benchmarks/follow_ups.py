@@ -9,9 +9,10 @@ with the offline model), or empty with ``--no-answers``. Each follow-up is searc
 
 - ``as asked``: the follow-up alone, no rewriting;
 - ``fallback``: the deterministic rewrite (the previous question's content words, then the follow-up);
-- ``model``: ``rewrite_query`` with the generator (the packaged SmolLM2 offline): the model's
-  rewrite when it passes the checks, else the fallback; a follow-up that does not look like one
-  is searched as asked.
+- ``model``: ``rewrite_query`` with the generator (the packaged SmolLM2 offline; asked although
+  the chatbot no longer asks that tiny model, ``tiny_model=True``): the model's rewrite when it
+  passes the checks, else the fallback; a follow-up that does not look like one is searched as
+  asked.
 
 The corpus is ``benchmarks/retrieval.py``'s PubMedQA corpus (dev abstracts + 5,000 distractors).
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             history = [(item["first"], first_answer(index, item["first"], encoder) if args.answers else "")]
             queries["as asked"].append(item["follow_up"])
             queries["fallback"].append(fallback_query(item["follow_up"], history))
-            queries["model"].append(rewrite_query(item["follow_up"], history, generator))
+            queries["model"].append(rewrite_query(item["follow_up"], history, generator, tiny_model=True))
         questions = [Question(item["follow_up"], frozenset({item["pmid"]})) for item in items]
         rankings = {
             name: [[h.pmid for h in index.search(q, k=K, rerank=False)] for q in qs] for name, qs in queries.items()

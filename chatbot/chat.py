@@ -163,7 +163,7 @@ class Chatbot:
 
     def assess(self, query: str, hits: Sequence[Hit]) -> Sufficiency | None:
         """The evidence gate's decision on ``hits`` (None when ``--gate off``)."""
-        return assess(query, hits) if self.config.gate == "on" else None
+        return assess(query, hits, index=self.retriever) if self.config.gate == "on" else None
 
     def ask(self, question: str, history: History = (), *, filters: Filters | None = None) -> Answer:
         for answer in self.stream(question, history, filters=filters):

@@ -15,7 +15,8 @@ so anything less is a bug), and ``citations_to_gold`` the share that cite a gold
 
 Abstention (``--abstention``): the evidence gate (``chatbot/gate.py``) judges each question's top
 ``top_k`` hits twice, with its gold abstracts in the index (it should answer) and with them
-filtered out of the search (``Without``: it should abstain); ``answer_on_answerable`` and
+filtered out of the search (``Without``, and ``Unindexed`` for the gate's word weights: it should
+abstain); ``answer_on_answerable`` and
 ``abstain_on_unanswerable`` are the shares it got right. No generator runs for these.
 """
 
@@ -164,8 +165,38 @@ def gate_pairs(
     for question in _bar(questions, progress):
         present = index.search(question.question, k=k)
         absent = index.search(question.question, k=k, filters=Without(question.gold))
-        pairs.append((assess(question.question, present), assess(question.question, absent)))
+        pairs.append(
+            (
+                assess(question.question, present, index=index),
+                assess(question.question, absent, index=Unindexed(index, question.gold)),
+            )
+        )
     return pairs
+
+
+class Unindexed:
+    """The index's BM25 as if ``pmids`` had never been ingested, for the gate's word weights: a word
+    only the question's own abstracts hold is a word the index does not know."""
+
+    def __init__(self, index: object, pmids: Iterable[str]) -> None:
+        import numpy as np
+
+        self.inner = getattr(index, "bm25", None)
+        wanted = np.asarray([int(p) for p in pmids], dtype=np.int64)
+        self.hidden = self.inner.rows(wanted) if self.inner is not None else wanted[:0]
+
+    @property
+    def bm25(self) -> Unindexed | None:
+        return self if self.inner is not None else None
+
+    def __len__(self) -> int:
+        return len(self.inner) - len(self.hidden)
+
+    def scores(self, query: str):
+        """The inner BM25 scores, zero for the hidden abstracts."""
+        scores = self.inner.scores(query).copy()
+        scores[self.hidden] = 0.0
+        return scores
 
 
 def abstention_metrics(pairs: Sequence[tuple[object, object]]) -> dict[str, object]:

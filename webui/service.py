@@ -92,6 +92,11 @@ class SessionRetriever:
     def reranks(self) -> bool:
         return self.index.reranks
 
+    @property
+    def bm25(self):
+        """The whole index's BM25 (not the filtered one): the evidence gate's word weights (chatbot/gate.py)."""
+        return self.index.bm25
+
     def search(self, query: str, k: int = 10, *, rerank: bool = True) -> list[Hit]:
         return self.index.search(
             query, k, retriever=self.retriever or None, filters=self.filters or None, rerank=rerank
@@ -173,7 +178,7 @@ def answerable_examples(
     examples: list[str] = []
     for question in candidates:
         hits = index.search(question, k=5, rerank=False)  # at start-up: no LM pass (ZeroGPU has no GPU yet)
-        if hits and hits[0].score >= min_score and (not gate or assess(question, hits).answerable):
+        if hits and hits[0].score >= min_score and (not gate or assess(question, hits, index=index).answerable):
             examples.append(question)
         elif hits and not set("<>&") & set(hits[0].article.title):
             examples.append(f"What did the study “{hits[0].article.title.rstrip('.')}” find?")
