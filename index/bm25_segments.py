@@ -175,8 +175,8 @@ class _Segment:
 
     @classmethod
     def load(cls, folder: Path, number: int, start: int) -> _Segment:
-        def array(part: str) -> np.ndarray:
-            return np.load(_path(folder, number, part), mmap_mode="r", allow_pickle=False)
+        def array(part: str) -> np.ndarray:  # mapped; a plain ndarray view slices faster than np.memmap
+            return np.asarray(np.load(_path(folder, number, part), mmap_mode="r", allow_pickle=False))
 
         stats = json.loads(_path(folder, number, _STATS).read_text(encoding="utf-8"))
         vocab = _Vocabulary(array("vocab"), array("offsets"))
