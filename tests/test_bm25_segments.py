@@ -47,10 +47,11 @@ def articles() -> list[Article]:
     return real_articles(N)
 
 
-@pytest.fixture
-def updates(tmp_path, articles) -> list[Path]:
+@pytest.fixture(scope="module")
+def updates(tmp_path_factory, articles) -> list[Path]:
     """Four ingests: a base, adds plus revisions (another abstract's text under an indexed PMID),
     deletions in the first two segments, then more adds and revisions of revised PMIDs."""
+    tmp_path = tmp_path_factory.mktemp("bm25-updates")
     pmid = [int(a.pmid) for a in articles]
     own = list(zip(pmid, articles, strict=True))
     first = write_jsonl(tmp_path / "1.jsonl", own[:300])
@@ -90,26 +91,41 @@ def queries(articles: list[Article]) -> list[str]:
     return [*real_questions(articles, 60), *(a.title for a in articles[::40]), "zzzz qqqq", "the of and"]
 
 
-@pytest.mark.parametrize("factor", [2, 10])
-def test_updates_score_exactly_like_a_fresh_build(tmp_path, updates, articles, monkeypatch, factor):
-    monkeypatch.setattr(meta_segments, "MERGE_FACTOR", factor)  # 2: segments merge along the way
-    index_dir = tmp_path / "index"
+@pytest.fixture(scope="module")
+def updated(tmp_path_factory, updates) -> Path:
+    """The four ingests one after another (no merge at the default policy): four segments, dead
+    rows in the first two."""
+    index_dir = tmp_path_factory.mktemp("bm25-updated") / "index"
     for path in updates:
         ingest([path], index_dir)
-    generation = live(index_dir)
-    segmented = open_for_generation(generation)
-    reference = fresh_reference(generation)
-    assert isinstance(segmented, SegmentedBM25)
-    if factor == 10:
-        assert len(segmented.segments) == 4 and not segmented.live.all()  # dead rows in old segments
-    else:
-        assert len(segmented.segments) < 4  # a merge happened
+    return index_dir
+
+
+def assert_same_as_fresh_build(segmented: SegmentedBM25, reference: BM25Index, articles: list[Article]) -> None:
     assert segmented.documents == len(reference) == N - 5 - 20  # 5 deleted, 20 PMIDs never added
     for query in queries(articles):
         pmids, scores = by_pmid(segmented, query)
         assert np.array_equal(pmids, reference.pmids)
         assert np.allclose(scores, reference.scores(query), rtol=1e-6, atol=0), query
         assert segmented.search(query, 10) == reference.search(query, 10), query  # same ranking, same floats
+
+
+def test_updates_score_exactly_like_a_fresh_build(updated, articles):
+    generation = live(updated)
+    segmented = open_for_generation(generation)
+    assert isinstance(segmented, SegmentedBM25)
+    assert len(segmented.segments) == 4 and not segmented.live.all()  # dead rows in old segments
+    assert_same_as_fresh_build(segmented, fresh_reference(generation), articles)
+
+
+def test_after_merges_too_and_as_one_ingest_of_the_same_files(tmp_path, updates, articles, monkeypatch):
+    monkeypatch.setattr(meta_segments, "MERGE_FACTOR", 2)  # segments merge along the way
+    index_dir = tmp_path / "index"
+    for path in updates:
+        ingest([path], index_dir)
+    segmented = open_for_generation(live(index_dir))
+    assert isinstance(segmented, SegmentedBM25) and len(segmented.segments) < 4
+    assert_same_as_fresh_build(segmented, fresh_reference(live(index_dir)), articles)
     one_run = tmp_path / "one-run"
     ingest(updates, one_run)  # the same records in one ingest: one segment
     fresh = open_for_generation(live(one_run))
@@ -117,11 +133,8 @@ def test_updates_score_exactly_like_a_fresh_build(tmp_path, updates, articles, m
         assert segmented.search(query, 10) == fresh.search(query, 10)
 
 
-def test_deleted_and_revised_texts_no_longer_match(tmp_path, updates, articles):
-    index_dir = tmp_path / "index"
-    for path in updates:
-        ingest([path], index_dir)
-    index = open_for_generation(live(index_dir))
+def test_deleted_and_revised_texts_no_longer_match(updated, articles):
+    index = open_for_generation(live(updated))
     deleted = int(articles[40].pmid)
     assert deleted not in {p for p, _ in index.search(articles[40].title, 50)}
     assert len(index.rows(np.array([deleted]))) == 0
@@ -146,12 +159,9 @@ def test_an_update_writes_term_frequencies_of_its_own_rows_only(tmp_path, update
         np.load(path, allow_pickle=False)  # raises if anything needs unpickling
 
 
-def test_rare_identifier_rows_match_the_fresh_build(tmp_path, updates, articles):
-    index_dir = tmp_path / "index"
-    for path in updates:
-        ingest([path], index_dir)
-    segmented = open_for_generation(live(index_dir))
-    reference = fresh_reference(live(index_dir))
+def test_rare_identifier_rows_match_the_fresh_build(updated, articles):
+    segmented = open_for_generation(live(updated))
+    reference = fresh_reference(live(updated))
     hits = 0
     for article in articles[::7]:
         query = " ".join(identifiers(article.text)[:5])  # gene symbols, drug codes, acronyms
