@@ -19,12 +19,21 @@ Then: exact top-10 of 1,000 queries on the segmented generation vs the full-copy
 vectors, as a from-scratch build holds them), IVF-PQ recall@10 of both against exact search, and
 whether any deleted PMID is returned.
 
+``--part metadata`` does the same for the SQLite store with real records (a base of
+``--meta-n`` baseline abstracts, cloned under new PMIDs, then the real update file), and then for
+BM25 on that updated store: *full rebuild* (what every ingest did before: ``BM25Index.write`` over
+the whole store, bm25s's precomputed weights) vs *segments in place* (``index/bm25_segments.py``:
+the live segment's term frequencies linked, the update's metadata segment tokenised), followed by
+``--queries`` queries (dev-set questions and update titles) scored on both: identical top 10,
+largest score difference, and each one's scoring time per query (``--no-bm25`` skips it).
+
 Vectors are clustered synthetic ones (``benchmarks/ann_scale.py``). The update: ``--update``
 records, one third revisions of indexed PMIDs and two thirds new PMIDs, plus ``--deleted``
 deletions, as ``benchmarks/pubmed_scale.py`` shapes it. Run from the repository root::
 
     python -m benchmarks.update_in_place --n 2000000 --update 30000
     python -m benchmarks.update_in_place --n 100000 --update 3000     # a quick check
+    python -m benchmarks.update_in_place --part metadata --meta-n 200000 --queries 1000  # metadata + BM25
 """
 
 from __future__ import annotations
