@@ -10,8 +10,12 @@ matrix, saved as ``.npy`` arrays and JSON (loaded with ``allow_pickle=False``, m
 a query is a sum of a few sparse columns. Text is lower-cased, English stopwords are dropped and
 words are Snowball-stemmed (PyStemmer), which is what lifted BM25 most on the dev sets.
 
-bm25s cannot add documents to an existing matrix, so every ingest rebuilds it from the
-generation's metadata store (``build_for_generation``). bm25s's own ``BM25.index`` needs every
+bm25s cannot add documents to an existing matrix, and every weight depends on the whole
+collection, so an ingest no longer builds this matrix: it writes raw term frequencies for its own
+rows and weights them at query time (``index/bm25_segments.py``, same scores). The precomputed
+build below stays as the reference those scores are tested against, for generations written
+before segments, and as the streamed two-pass machinery the segments reuse (``_count_terms``,
+``_fill_csc``). bm25s's own ``BM25.index`` needs every
 document's tokens at once (Python lists, then flat arrays and their sorted copies): its peak
 memory grew ~8-11 kB per abstract, ~200-280 GB for all of PubMed. So the build here streams the
 store in two passes of ``_BUILD_BATCH`` abstracts (``BM25Index.write``): pass 1 tokenises each
