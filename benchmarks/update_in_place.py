@@ -19,12 +19,21 @@ Then: exact top-10 of 1,000 queries on the segmented generation vs the full-copy
 vectors, as a from-scratch build holds them), IVF-PQ recall@10 of both against exact search, and
 whether any deleted PMID is returned.
 
+``--part metadata`` does the same for the SQLite store with real records (a base of
+``--meta-n`` baseline abstracts, cloned under new PMIDs, then the real update file), and then for
+BM25 on that updated store: *full rebuild* (what every ingest did before: ``BM25Index.write`` over
+the whole store, bm25s's precomputed weights) vs *segments in place* (``index/bm25_segments.py``:
+the live segment's term frequencies linked, the update's metadata segment tokenised), followed by
+``--queries`` queries (dev-set questions and update titles) scored on both: identical top 10,
+largest score difference, and each one's scoring time per query (``--no-bm25`` skips it).
+
 Vectors are clustered synthetic ones (``benchmarks/ann_scale.py``). The update: ``--update``
 records, one third revisions of indexed PMIDs and two thirds new PMIDs, plus ``--deleted``
 deletions, as ``benchmarks/pubmed_scale.py`` shapes it. Run from the repository root::
 
     python -m benchmarks.update_in_place --n 2000000 --update 30000
     python -m benchmarks.update_in_place --n 100000 --update 3000     # a quick check
+    python -m benchmarks.update_in_place --part metadata --meta-n 200000 --queries 1000  # metadata + BM25
 """
 
 from __future__ import annotations
@@ -111,6 +120,7 @@ def child(path_name: str, gen1: Path, gen2: Path, update: Path, out: Path) -> No
     before, start = io_counters(), time.perf_counter()
     paths = {"full_copy": full_copy, "segments": segments, "meta_full_copy": meta_full_copy}
     paths["meta_segments"] = meta_segments
+    paths.update(bm25_full=bm25_full, bm25_segments=bm25_in_place)
     paths[path_name](gen1, gen2, update)
     for path in gen2.rglob("*"):  # durable, as IndexDir.commit makes a generation
         if path.is_file() and path.stat().st_nlink == 1:
@@ -129,8 +139,12 @@ def child(path_name: str, gen1: Path, gen2: Path, update: Path, out: Path) -> No
 
 
 def run_child(path_name: str, gen1: Path, gen2: Path, update: Path) -> dict[str, float]:
-    out = gen2.parent / f"{path_name}.json"
     gen2.mkdir()
+    return run_child_in(path_name, gen1, gen2, update)
+
+
+def run_child_in(path_name: str, gen1: Path, gen2: Path, update: Path) -> dict[str, float]:
+    out = gen2.parent / f"{path_name}.json"
     command = [sys.executable, "-m", "benchmarks.update_in_place", "--child", path_name]
     subprocess.run([*command, str(gen1), str(gen2), str(update), str(out)], check=True)
     return json.loads(out.read_text(encoding="utf-8"))
@@ -219,6 +233,100 @@ def _meta_update(update: Path) -> tuple[list, list[int]]:
     return events, json.loads(update.with_suffix(".deleted.json").read_text())
 
 
+# --- BM25: a full bm25s rebuild of the updated store vs term frequencies of the update's rows ----------
+
+
+def bm25_full(gen1: Path, gen2: Path, update: Path) -> None:
+    """What every ingest did before: the whole updated store re-tokenised and re-weighted."""
+    from index import meta_segments as meta
+    from index.bm25 import BM25_DIR, BM25Index
+
+    store = meta.open_store(gen2, json.loads((gen2 / "meta.json").read_text()))
+    BM25Index.write(gen2 / BM25_DIR, store.iter_articles())
+    store.close()
+
+
+def bm25_in_place(gen1: Path, gen2: Path, update: Path) -> None:
+    """What an ingest does now (``index/bm25_segments.py``): link the live segments' term
+    frequencies, write those of the new metadata segment."""
+    from index import bm25_segments
+
+    bm25_segments.stage(gen2, gen1, json.loads((gen2 / "meta.json").read_text()))
+
+
+def bm25_generation(meta_gen2: Path, gen2: Path) -> None:
+    """A folder holding hard links to the updated metadata segments (and their list), for a BM25 path."""
+    gen2.mkdir()
+    for path in meta_gen2.iterdir():
+        if path.is_file() and (path.suffix == ".sqlite" or path.name == "meta.json"):
+            os.link(path, gen2 / path.name)
+
+
+def run_bm25(args: argparse.Namespace, tmp: Path, gen1: Path, result: dict[str, object]) -> None:
+    """Both BM25 paths on the metadata run's updated store, then the same queries on both."""
+    from index import bm25_segments
+    from index import meta_segments as meta
+    from index.bm25 import BM25_DIR, BM25Index, tokenize
+
+    tokenize(["warm up the stemmer"])
+    start = time.perf_counter()
+    store = meta.open_store(gen1, [["articles.sqlite", -1]])
+    bm25_segments.write_segment(gen1 / BM25_DIR, 0, store.iter_articles())
+    store.close()
+    result["bm25_base_build_s"] = time.perf_counter() - start
+    result["bm25_base_mb"] = sum(p.stat().st_size for p in (gen1 / BM25_DIR).iterdir()) / 2**20
+    for name in ("bm25_full", "bm25_segments"):
+        gen2 = tmp / f"{name}-gen2"
+        bm25_generation(tmp / "meta-seg-gen2", gen2)
+        result[name] = run_child_in(name, gen1, gen2, tmp / "meta-update.jsonl")
+    pairs = json.loads((tmp / "meta-seg-gen2" / "meta.json").read_text())
+    reader = meta.open_store(tmp / "bm25_segments-gen2", pairs)
+    segmented = bm25_segments.open_generation(tmp / "bm25_segments-gen2", pairs, reader)
+    reader.close()
+    full = BM25Index.load(tmp / "bm25_full-gen2" / BM25_DIR)
+    result["bm25_compare"] = compare_bm25(segmented, full, bm25_queries(args.queries, tmp))
+
+
+def bm25_queries(n: int, tmp: Path) -> list[str]:
+    """Dev-set questions (PubMedQA, BioASQ), then titles of the update's records, ``n`` in all."""
+    from tests.conftest import SHARED
+
+    found = []
+    for name in ("pubmedqa_dev.jsonl", "bioasq_dev.jsonl"):
+        path = SHARED / "eval" / name
+        if path.exists():
+            found += [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines()]
+    for line in (tmp / "meta-update.jsonl").read_text(encoding="utf-8").splitlines():
+        found.append(json.loads(line)["title"])
+    rng = np.random.default_rng(8)
+    return [found[i] for i in rng.choice(len(found), min(n, len(found)), replace=False)]
+
+
+def compare_bm25(segmented, full, queries: list[str]) -> dict[str, object]:
+    """Top 10 (PMIDs, order, scores) and every live article's score, segmented vs fresh build;
+    query time of each."""
+    same, largest, times = 0, 0.0, {"segmented": 0.0, "full": 0.0}
+    rows = segmented.rows(full.pmids)
+    assert np.array_equal(segmented.pmids[rows], full.pmids), "not the same live articles"
+    for query in queries:
+        start = time.perf_counter()
+        ours = segmented.scores(query)
+        times["segmented"] += time.perf_counter() - start
+        start = time.perf_counter()
+        theirs = full.scores(query)
+        times["full"] += time.perf_counter() - start
+        largest = max(largest, float(np.abs(ours[rows] - theirs).max(initial=0.0)))
+        same += segmented.search(query, 10, scores=ours) == full.search(query, 10, scores=theirs)
+    return {
+        "queries": len(queries),
+        "identical_top10": same,
+        "max_abs_score_difference": largest,
+        "documents": int(segmented.documents),
+        "query_ms_segmented": 1000 * times["segmented"] / len(queries),
+        "query_ms_precomputed": 1000 * times["full"] / len(queries),
+    }
+
+
 def run_metadata(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     from index.store import MetadataStore
 
@@ -256,6 +364,10 @@ def run_metadata(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     result["meta_segments"] = pairs
     query = "SELECT * FROM articles ORDER BY pmid"
     result["rows_identical"] = full.db.execute(query).fetchall() == segmented.db.execute(query).fetchall()
+    full.close()
+    segmented.close()
+    if not args.no_bm25:
+        run_bm25(args, tmp, gen1, result)
     return result
 
 
@@ -347,7 +459,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
 
 def table(result: dict[str, object]) -> str:
     rows = []
-    for name, label in (("full_copy", "full copy (before)"), ("segments", "segments in place")):
+    paths = [("full_copy", "full copy (before)"), ("segments", "segments in place")]
+    if "meta_segments" in result:
+        paths = [("full_copy", "metadata: full copy"), ("segments", "metadata: segments")]
+    if "bm25_full" in result:
+        paths += [("bm25_full", "BM25: full rebuild (before)"), ("bm25_segments", "BM25: segments in place")]
+    for name, label in paths:
         r = result[name]
         assert isinstance(r, dict)
         rows.append(
@@ -367,6 +484,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spread", type=float, default=1.7)
     parser.add_argument("--part", choices=["vectors", "metadata"], default="vectors")
     parser.add_argument("--meta-n", type=int, default=200_000, help="metadata rows before the update (--part metadata)")
+    parser.add_argument("--no-bm25", action="store_true", help="--part metadata without the BM25 paths")
     parser.add_argument("--tmp", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None)
     return parser.parse_args(argv)

@@ -10,8 +10,12 @@ matrix, saved as ``.npy`` arrays and JSON (loaded with ``allow_pickle=False``, m
 a query is a sum of a few sparse columns. Text is lower-cased, English stopwords are dropped and
 words are Snowball-stemmed (PyStemmer), which is what lifted BM25 most on the dev sets.
 
-bm25s cannot add documents to an existing matrix, so every ingest rebuilds it from the
-generation's metadata store (``build_for_generation``). bm25s's own ``BM25.index`` needs every
+bm25s cannot add documents to an existing matrix, and every weight depends on the whole
+collection, so an ingest no longer builds this matrix: it writes raw term frequencies for its own
+rows and weights them at query time (``index/bm25_segments.py``, same scores). The precomputed
+build below stays as the reference those scores are tested against, for generations written
+before segments, and as the streamed two-pass machinery the segments reuse (``_count_terms``,
+``_fill_csc``). bm25s's own ``BM25.index`` needs every
 document's tokens at once (Python lists, then flat arrays and their sorted copies): its peak
 memory grew ~8-11 kB per abstract, ~200-280 GB for all of PubMed. So the build here streams the
 store in two passes of ``_BUILD_BATCH`` abstracts (``BM25Index.write``): pass 1 tokenises each
@@ -85,8 +89,43 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
     return _bm25s().tokenize(list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
 
 
-class BM25Index:
-    """Scores every article for a query; ``pmids[i]`` is the PMID of row ``i`` (ascending)."""
+class BM25Search:
+    """Top-k search over ``scores``, shared by the precomputed matrix here and the segmented index
+    (``index/bm25_segments.py``): subclasses give ``scores``, ``rows`` and ``pmids``."""
+
+    pmids: np.ndarray
+
+    def scores(self, query: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def rows(self, pmids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def search(
+        self, query: str, k: int, *, allowed: np.ndarray | None = None, scores: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        """(PMID, score) of the ``k`` best-scoring articles with a positive score, best first;
+        ``allowed`` (PMIDs) restricts the candidates, as a filter does; ``scores``: this query's
+        ``scores(query)``, when the caller already has them."""
+        scores = self.scores(query) if scores is None else scores
+        if allowed is not None:
+            mask = np.zeros(len(scores), dtype=bool)
+            mask[self.rows(allowed)] = True
+            scores = np.where(mask, scores, 0.0)
+        k = min(k, int(np.count_nonzero(scores > 0)))
+        if k <= 0:
+            return []
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]  # the k-th best score
+        top = np.flatnonzero(scores >= kth)  # every row tied with it too, so that the choice among
+        top = top[np.lexsort((self.pmids[top], -scores[top]))][:k]  # ties is by PMID (lower first), not row order
+        return [(int(self.pmids[i]), float(scores[i])) for i in top]
+
+
+class BM25Index(BM25Search):
+    """Scores every article for a query; ``pmids[i]`` is the PMID of row ``i`` (ascending).
+
+    bm25s's precomputed weight matrix: what generations before segmented BM25 hold, and the
+    reference a segmented index is tested against (a fresh build of the same records)."""
 
     def __init__(self, model, pmids: np.ndarray) -> None:
         self.model = model
@@ -141,27 +180,24 @@ class BM25Index:
         at = np.searchsorted(self.pmids, pmids).clip(0, max(len(self) - 1, 0))
         return at[self.pmids[at] == pmids] if len(self) else at[:0]
 
-    def search(
-        self, query: str, k: int, *, allowed: np.ndarray | None = None, scores: np.ndarray | None = None
-    ) -> list[tuple[int, float]]:
-        """(PMID, score) of the ``k`` best-scoring articles with a positive score, best first;
-        ``allowed`` (PMIDs) restricts the candidates, as a filter does; ``scores``: this query's
-        ``scores(query)``, when the caller already has them."""
-        scores = self.scores(query) if scores is None else scores
-        if allowed is not None:
-            mask = np.zeros(len(scores), dtype=bool)
-            mask[self.rows(allowed)] = True
-            scores = np.where(mask, scores, 0.0)
-        k = min(k, int(np.count_nonzero(scores > 0)))
-        if k <= 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.lexsort((self.pmids[top], -scores[top]))]  # ties: lower PMID first, reproducibly
-        return [(int(self.pmids[i]), float(scores[i])) for i in top]
+    def rows_with_all(self, stems: list[str]) -> np.ndarray | None:
+        """Rows holding every stem (a stem's column lists them); None when a stem is unknown."""
+        if not stems or not len(self):
+            return None
+        vocab = self.model.vocab_dict
+        indptr, indices = self.model.scores["indptr"], self.model.scores["indices"]
+        rows: np.ndarray | None = None
+        for stem in dict.fromkeys(stems):
+            if stem not in vocab:
+                return None
+            column = np.asarray(indices[indptr[vocab[stem]] : indptr[vocab[stem] + 1]], dtype=np.int64)
+            rows = column if rows is None else np.intersect1d(rows, column)
+        return rows
 
 
 def build_for_generation(generation: Path) -> BM25Index:
-    """(Re)build the BM25 index of a (staged) generation from its metadata store and save it there."""
+    """A fresh bm25s build of the generation's whole store, saved in its ``bm25/``: the reference
+    that segmented BM25 is checked against, and the full rebuild that ingests did before it."""
     store = _open_store(generation)
     try:
         return BM25Index.write(generation / BM25_DIR, store.iter_articles())
@@ -169,9 +205,21 @@ def build_for_generation(generation: Path) -> BM25Index:
         store.close()
 
 
-def open_for_generation(generation: Path) -> BM25Index:
-    """The generation's BM25 index; one built before BM25 existed is built in memory (with a notice)."""
+def open_for_generation(generation: Path) -> BM25Search:
+    """The generation's BM25 index: its segments' term frequencies (``index/bm25_segments.py``),
+    else the precomputed matrix of a generation written before them; one built before BM25
+    existed is built in memory (with a notice)."""
+    from index.bm25_segments import open_generation
+
     folder = generation / BM25_DIR
+    if folder.is_dir():
+        store = _open_store(generation)
+        try:
+            segmented = open_generation(generation, _meta_pairs(generation), store)
+        finally:
+            store.close()
+        if segmented is not None:
+            return segmented
     if (folder / _PMIDS).exists():
         return BM25Index.load(folder)
     log.warning("%s has no BM25 index (built by an older version); building it in memory.", generation)
@@ -186,12 +234,17 @@ def _build_from_store(generation: Path) -> BM25Index:
         store.close()
 
 
-def _open_store(generation: Path):
+def _meta_pairs(generation: Path) -> list[list]:
     from index.manifest import Manifest
-    from index.meta_segments import open_store
     from index.storage import MANIFEST
 
-    return open_store(generation, Manifest.load(generation / MANIFEST).meta_segments)
+    return Manifest.load(generation / MANIFEST).meta_segments
+
+
+def _open_store(generation: Path):
+    from index.meta_segments import open_store
+
+    return open_store(generation, _meta_pairs(generation))
 
 
 # The two-pass build. bm25s.BM25.index needs every document's tokens at once (Python lists, then
@@ -316,13 +369,22 @@ def _score_into_csc(folder: Path, tmp: Path, counts: _TermCounts, batch: int) ->
         else:  # no document has a word: nothing to map or fill
             np.save(folder / name, np.zeros(0, dtype=dtype), allow_pickle=False)
     if n_pairs:
-        _fill_csc(folder, tmp, counts.n_docs, batch, weigh, new_column, heads=indptr[:-1].copy())
+        targets = (folder / _DATA, folder / _INDICES)
+        _fill_csc(targets, tmp, counts.n_docs, batch, weigh, new_column, heads=indptr[:-1].copy())
 
 
 def _fill_csc(
-    folder: Path, tmp: Path, n_docs: int, batch: int, weigh: Callable, new_column: np.ndarray, heads: np.ndarray
+    targets: tuple[Path, Path],
+    tmp: Path,
+    n_docs: int,
+    batch: int,
+    weigh: Callable,
+    new_column: np.ndarray,
+    heads: np.ndarray,
 ) -> None:
-    """Read pass 1's files back ``batch`` documents at a time and place their weights."""
+    """Read pass 1's files back ``batch`` documents at a time and place their weights (or, for a
+    segment of ``index/bm25_segments.py``, whatever ``weigh`` returns: the raw frequencies) and rows
+    in the ``targets`` (values, rows) files."""
     names = ("lengths", "pairs", "terms", "tfs")
     files = {name: open(tmp / name, "rb") for name in names}  # noqa: SIM115 - closed below
     try:
@@ -334,7 +396,7 @@ def _fill_csc(
             term = new_column[np.fromfile(files["terms"], dtype=np.int32, count=n_pairs)]
             tf = np.fromfile(files["tfs"], dtype=np.int32, count=n_pairs)
             row = np.repeat(np.arange(first, first + size, dtype=np.int64), pairs)
-            _place(folder, heads, term, row, weigh(term, tf, np.repeat(lengths, pairs)))
+            _place(targets, heads, term, row, weigh(term, tf, np.repeat(lengths, pairs)))
     finally:
         for handle in files.values():
             handle.close()
@@ -346,15 +408,17 @@ def _idf(doc_freq: np.ndarray, n_docs: int, idf_of: Callable, dtype: str) -> np.
     return np.array([idf_of(int(df), N=n_docs) for df in values], dtype=dtype)[inverse]
 
 
-def _place(folder: Path, heads: np.ndarray, term: np.ndarray, row: np.ndarray, weight: np.ndarray) -> None:
+def _place(
+    targets: tuple[Path, Path], heads: np.ndarray, term: np.ndarray, row: np.ndarray, weight: np.ndarray
+) -> None:
     """Write one batch's weights and rows into their columns' next slots (rows stay ascending)."""
     order = np.argsort(term, kind="stable")
     term = term[order]
     slot = heads[term] + np.arange(len(term)) - np.searchsorted(term, term)  # + rank within the column
-    for name, values in ((_DATA, weight), (_INDICES, row)):
+    for path, values in zip(targets, (weight, row), strict=True):
         # Mapped per batch, unmapped after: the written pages leave this process for the page
         # cache, which the kernel writes back (no msync per batch; derived.py fsyncs the files).
-        array = np.lib.format.open_memmap(folder / name, mode="r+")
+        array = np.lib.format.open_memmap(path, mode="r+")
         array[slot] = values[order]
         del array
     seen, n_rows = np.unique(term, return_counts=True)

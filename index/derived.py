@@ -13,14 +13,17 @@ import os
 from pathlib import Path
 
 from config import Config
-from index import ann, bm25
+from index import ann, bm25, bm25_segments
 from index.ann_segments import build_for_segments
 from index.encoder import query_partner
 from index.manifest import Manifest
 from index.segments import SegmentedVectors, SegmentWrite
 from index.storage import MANIFEST
 
-BM25_DESCRIPTION = f"bm25s lucene k1={bm25.K1} b={bm25.B}, English stopwords, Snowball stemming"
+BM25_DESCRIPTION = (
+    f"bm25s lucene k1={bm25.K1} b={bm25.B}, English stopwords, Snowball stemming; "
+    "term frequencies per metadata segment, weighted at query time"
+)
 
 
 def finish_generation(
@@ -32,14 +35,14 @@ def finish_generation(
     changes: ann.VectorChanges | None = None,
     written: SegmentWrite | None = None,
 ) -> Manifest:
-    """Build BM25 and (for large indexes) the ANN index into ``staging``; settle the manifest.
+    """Stage BM25 and (for large indexes) the ANN index into ``staging``; settle the manifest.
 
     ``previous`` is the live generation, ``changes`` what this ingest did to its vectors and
     ``written`` which vector segments it wrote: with all three, a trained IVF-PQ index is updated
     segment by segment instead of retrained (``index/ann_segments.py``)."""
     manifest = Manifest.load(staging / MANIFEST)
     _settle_query_encoder(manifest, config, new=new)
-    bm25.build_for_generation(staging)
+    bm25_segments.stage(staging, previous, manifest.meta_segments)
     manifest.bm25 = BM25_DESCRIPTION
     vectors = SegmentedVectors.open(staging, manifest.segments, manifest.dim, eager=False)
     written = written or SegmentWrite(manifest.segments, manifest.segments, [])
@@ -48,7 +51,8 @@ def finish_generation(
     )
     manifest.save(staging / MANIFEST)
     for path in (staging / bm25.BM25_DIR).iterdir():  # durable before the swap (the rest: IndexDir.commit)
-        _fsync(path)
+        if path.is_file() and path.stat().st_nlink == 1:  # links to the live generation's files are durable
+            _fsync(path)
     return manifest
 
 

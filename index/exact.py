@@ -35,7 +35,7 @@ def identifiers(query: str) -> list[str]:
 
 
 def rare_identifier_rows(bm25, query: str, *, max_df: int = RARE_DF) -> np.ndarray:
-    """Rows of ``bm25`` (an ``index.bm25.BM25Index``) holding every term of some rare identifier of ``query``."""
+    """Rows of ``bm25`` (an ``index.bm25.BM25Search``) holding every term of some rare identifier of ``query``."""
     from index.bm25 import tokenize
 
     words = identifiers(query)
@@ -43,22 +43,7 @@ def rare_identifier_rows(bm25, query: str, *, max_df: int = RARE_DF) -> np.ndarr
         return np.zeros(0, dtype=np.int64)
     found: set[int] = set()
     for terms in tokenize(words):
-        rows = _rows_with_all(bm25.model, terms)
+        rows = bm25.rows_with_all(terms)
         if rows is not None and 0 < len(rows) <= max_df:
             found.update(rows.tolist())
     return np.asarray(sorted(found), dtype=np.int64)
-
-
-def _rows_with_all(model, terms: list[str]) -> np.ndarray | None:
-    """Rows containing every term (BM25's column of a term lists them); None when a term is unknown."""
-    if not terms:
-        return None
-    vocab = model.vocab_dict
-    indptr, indices = model.scores["indptr"], model.scores["indices"]
-    rows: np.ndarray | None = None
-    for term in dict.fromkeys(terms):
-        if term not in vocab:
-            return None
-        column = np.asarray(indices[indptr[vocab[term]] : indptr[vocab[term] + 1]], dtype=np.int64)
-        rows = column if rows is None else np.intersect1d(rows, column)
-    return rows

@@ -30,6 +30,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from index.segments import level, link
 from index.store import _SCHEMA, ARTICLES_TABLE, MetadataStore
 
@@ -140,6 +142,13 @@ class SegmentedStore(MetadataStore):
                 if seg in present:
                     counts[seg] = counts.get(seg, 0) + n
         return counts
+
+    def dead_pairs(self) -> np.ndarray:
+        """Every (segment number, PMID) row of this store's segments marked dead, as an (n, 2) array."""
+        present = {s.number for s in self.segments}
+        pairs = [row for h in self._holders for row in self.db.execute(f"SELECT seg, pmid FROM {h}.dead")]
+        found = np.asarray([p for p in pairs if p[0] in present], dtype=np.int64).reshape(-1, 2)
+        return np.unique(found, axis=0)
 
     def segment_rows(self) -> list[MetaSegment]:
         """The segments with their row counts (counted once for an index from before)."""

@@ -5,7 +5,8 @@ CLI code (argument parsing, reading, staging, resume cache, commit) except two t
 to make the moments catchable: the encoder is the hashing encoder of ``conftest.py`` (exact,
 deterministic vectors; no model to load) sleeping ``ENCODE_DELAY_S`` per call, each vector segment
 written (``index/segments.py``: the new one, then any merge) and each metadata merge
-(``index/meta_segments.py``) is followed by ``SEGMENT_DELAY_S``,
+(``index/meta_segments.py``) and each BM25 segment's arrays (``index/bm25_segments.py``, before its
+``.json``) is followed by ``SEGMENT_DELAY_S``,
 and each fsync of a commit waits ``FSYNC_DELAY_S`` first, so these steps take long enough to be
 interrupted.
 
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+import index.bm25_segments
 import index.encoding
 import index.meta_segments
 import index.segments
@@ -58,7 +60,14 @@ def main() -> int:
         time.sleep(SEGMENT_DELAY_S)
         return segment
 
+    real_save_vocabulary = index.bm25_segments._save_vocabulary
+
+    def slow_save_vocabulary(*args, **kwargs) -> None:  # a BM25 segment's files, all but its .json
+        real_save_vocabulary(*args, **kwargs)
+        time.sleep(SEGMENT_DELAY_S)
+
     index.encoding._load = lambda manifest, config: SlowHashingEncoder()
+    index.bm25_segments._save_vocabulary = slow_save_vocabulary
     index.segments._write_segment = slow_write_segment
     index.meta_segments._merge = slow_meta_merge
     index.storage._fsync = slow_fsync

@@ -11,6 +11,7 @@ import pytest
 
 from config import Config
 from index.bm25 import BM25_DIR, BM25Index, build_for_generation, open_for_generation, tokenize
+from index.bm25_segments import SegmentedBM25
 from index.manifest import Manifest
 from index.search import PubMedIndex
 from index.storage import MANIFEST, IndexDir
@@ -73,8 +74,9 @@ def test_empty_index_saves_and_loads(tmp_path):
 
 def test_ingest_builds_bm25_into_the_generation_and_records_it(demo_index):
     generation = IndexDir(demo_index).require_current()
-    index = BM25Index.load(generation / BM25_DIR)
-    assert len(index) == 150 and np.all(np.diff(index.pmids) > 0)
+    index = open_for_generation(generation)
+    assert isinstance(index, SegmentedBM25)  # term frequencies per segment, weighted at query time
+    assert len(index) == 150 and index.documents == 150 and np.all(np.diff(index.pmids) > 0)
     assert "bm25s" in Manifest.load(generation / MANIFEST).bm25
 
 
@@ -107,8 +109,9 @@ def test_generation_without_bm25_is_served_from_memory(tmp_path, demo_index, cap
     shutil.rmtree(generation / BM25_DIR)  # as an index built before BM25 existed
     index = open_for_generation(generation)
     assert len(index) == 150 and "no BM25 index" in caplog.text
-    rebuilt = build_for_generation(generation)
+    rebuilt = build_for_generation(generation)  # the precomputed matrix, as generations before segments hold
     assert np.array_equal(rebuilt.pmids, index.pmids)
+    assert isinstance(open_for_generation(generation), BM25Index)  # still served as it is
 
 
 @pytest.mark.parametrize("retriever", ["bm25", "hybrid"])

@@ -11,7 +11,9 @@ base index's three vectors go (one replaced, one deleted), so its vector segment
 segment are each rewritten by a merge (``index/segments.py``, ``index/meta_segments.py``) in the
 same run: "merging" kills the ingest inside the vector merge, "metadata-merge" once the metadata
 merge has begun (its output file exists; the driver then holds the process after the merge, so
-the kill lands inside it or just after it, before the commit).
+the kill lands inside it or just after it, before the commit), "bm25-segment" while a BM25
+segment's term frequencies are written (``index/bm25_segments.py``: its arrays exist, not yet its
+``.json``). The BM25 results after the rerun are those of the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 import pytest
 
 from config import Config
+from index.bm25 import open_for_generation
 from index.manifest import Manifest
 from index.meta_segments import open_generation as open_metadata
 from index.segments import open_generation
@@ -134,8 +137,19 @@ MOMENTS: dict[str, Callable[[Path], bool]] = {
     "writing-generation": lambda d: any(any(s.glob("vectors*.faiss")) for s in stagings(d)),
     "merging": lambda d: any(merging(s) for s in stagings(d)),
     "metadata-merge": lambda d: any((s / "articles-000002.sqlite").exists() for s in stagings(d)),
+    "bm25-segment": lambda d: any(bm25_half_written(s) for s in stagings(d)),
     "renamed-not-current": lambda d: (d / "gen-000002").exists(),
 }
+
+
+def bm25_half_written(staging: Path) -> bool:
+    """A BM25 segment of this ingest has its arrays but not yet its ``.json`` (written last)."""
+    try:
+        return any(
+            not p.with_name(p.name.replace(".vocab.npy", ".json")).exists() for p in staging.glob("bm25/*.vocab.npy")
+        )
+    except FileNotFoundError:
+        return False
 
 
 def merging(staging: Path) -> bool:
@@ -160,7 +174,9 @@ def contents(index_dir: Path) -> dict[str, object]:
     ids = segmented.ids()
     vectors = segmented.vectors(ids)
     manifest = Manifest.load(generation / MANIFEST)
+    bm25 = open_for_generation(generation)
     return {
+        "bm25": [bm25.search(query, 10) for query in ("cancer", "randomized trial outcome", "influenza vaccine")],
         "rows": rows,
         "vectors": {int(i): v.tobytes() for i, v in zip(ids, vectors, strict=True)},
         "manifest": (manifest.encoder, manifest.dim, manifest.documents),
@@ -183,6 +199,7 @@ def assert_same_as_reference(index_dir: Path, reference: dict[str, object]) -> N
     assert got["rows"] == want["rows"]
     assert got["vectors"].keys() == want["vectors"].keys()
     assert got["vectors"] == want["vectors"]  # bit for bit
+    assert got["bm25"] == want["bm25"] and any(got["bm25"])
     assert (got["manifest"], got["files"], got["leftovers"]) == (want["manifest"], want["files"], [])
 
 
@@ -201,7 +218,7 @@ def test_kill_then_same_command_equals_uninterrupted_run(moment, sources, base_i
     assert_same_as_reference(index_dir, reference)
     expected = dict(reference["summary"])
     assert {k: v for k, v in summary.items() if k != "resumed"} == {k: v for k, v in expected.items() if k != "resumed"}
-    if moment in ("half-embedded", "writing-generation", "merging", "metadata-merge"):
+    if moment in ("half-embedded", "writing-generation", "merging", "metadata-merge", "bm25-segment"):
         assert summary["resumed"] >= 192  # whole 32-text windows embedded before the kill were reused
     if moment == "renamed-not-current":
         assert summary["resumed"] == 0  # the cache is dropped before the rename: all is embedded again
