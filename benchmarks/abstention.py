@@ -61,14 +61,29 @@ def questions_and_corpus(name: str, distractors: int) -> tuple[list[EvalQuestion
     return [EvalQuestion(q.text, q.gold) for q in questions], docs + extra
 
 
-def measure(name: str, args: argparse.Namespace, encoder, work: Path) -> dict[str, Pairs]:
-    """(answerable, unanswerable) decisions per question, with each coverage."""
-    questions, articles = questions_and_corpus(name, args.distractors)
+def dev_index(name: str, distractors: int, encoder, work: Path) -> tuple[list[EvalQuestion], PubMedIndex]:
+    """A dev set's questions and its index in ``work`` (built there once, reused by every #16 benchmark)."""
+    questions, articles = questions_and_corpus(name, distractors)
     index_dir = work / f"{name}-index"
     if not (index_dir / "CURRENT").exists():
         write_corpus(articles, work / f"{name}.jsonl")
         build_index(work / f"{name}.jsonl", index_dir, encoder)
-    index = PubMedIndex(index_dir, encoder=encoder)
+    return questions, PubMedIndex(index_dir, encoder=encoder)
+
+
+def dev_set_parser(description: str, *, work: str) -> argparse.ArgumentParser:
+    """The options every dev-set benchmark of issue #16 shares; ``work`` says what --work keeps."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--distractors", type=int, default=5000, help="distractor abstracts (default: 5000)")
+    parser.add_argument("--embedding-cache", type=Path, default=None, help="SQLite vectors by text hash")
+    parser.add_argument("--work", type=Path, default=None, help=work)
+    parser.add_argument("--out", type=Path, default=None, help="JSON result file (default: benchmarks/results/...)")
+    return parser
+
+
+def measure(name: str, args: argparse.Namespace, encoder, work: Path) -> dict[str, Pairs]:
+    """(answerable, unanswerable) decisions per question, with each coverage."""
+    questions, index = dev_index(name, args.distractors, encoder, work)
     by_coverage: dict[str, Pairs] = {"idf": [], "uniform": []}
     for question in questions[: args.limit]:
         text = question.question
@@ -217,13 +232,9 @@ def table(result: dict[str, object]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--distractors", type=int, default=5000, help="distractor abstracts (default: 5000)")
+    parser = dev_set_parser(__doc__.split("\n\n")[0], work="keep the two indexes here (reused when present)")
     parser.add_argument("--limit", type=int, default=None, help="only the first Q questions of each set")
     parser.add_argument("--top-k", type=int, default=Config().top_k, help="hits the gate sees (default: top_k)")
-    parser.add_argument("--embedding-cache", type=Path, default=None, help="SQLite vectors by text hash")
-    parser.add_argument("--work", type=Path, default=None, help="keep the two indexes here (reused when present)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON result file (default: benchmarks/results/...)")
     return parser.parse_args(argv)
 
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from benchmarks._cached_encoder import minilm
 from benchmarks._common import machine_info, machine_line, markdown_table, write_result
-from benchmarks.abstention import questions_and_corpus
-from benchmarks.retrieval import Question, build_index, metrics, write_corpus
+from benchmarks.abstention import dev_index, dev_set_parser
+from benchmarks.retrieval import Question, metrics
 from config import Config
 from index import exact as exact_module
 from index import hybrid
@@ -57,12 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench-exact-") as tmp:
         work = args.work or Path(tmp)
         for name in ("pubmedqa", "bioasq"):
-            evals, articles = questions_and_corpus(name, args.distractors)
-            index_dir = work / f"{name}-index"
-            if not (index_dir / "CURRENT").exists():
-                write_corpus(articles, work / f"{name}.jsonl")
-                build_index(work / f"{name}.jsonl", index_dir, encoder)
-            index = PubMedIndex(index_dir, encoder=encoder)
+            evals, index = dev_index(name, args.distractors, encoder, work)
             questions = [Question(q.question, q.gold) for q in evals]
             out["datasets"][name] = {**fired(index, questions), "hybrid": settings(index, questions)}
     out["machine"] = machine_info()
@@ -70,11 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--distractors", type=int, default=5000)
-    parser.add_argument("--embedding-cache", type=Path, default=None)
-    parser.add_argument("--work", type=Path, default=None, help="the indexes of benchmarks/abstention.py (reused)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser = dev_set_parser(__doc__.split("\n\n")[0], work="the indexes of benchmarks/abstention.py (reused)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = run(args)

@@ -34,8 +34,7 @@ import numpy as np
 
 from benchmarks._cached_encoder import minilm
 from benchmarks._common import machine_info, write_result
-from benchmarks.abstention import auc, questions_and_corpus
-from benchmarks.retrieval import build_index, write_corpus
+from benchmarks.abstention import auc, dev_index, dev_set_parser
 from chatbot.eval import EvalQuestion, Unindexed, Without
 from chatbot.gate import COVERAGE_HITS, assess, question_coverage, word_weights
 from config import Config
@@ -96,12 +95,7 @@ def signals(index: PubMedIndex, question: EvalQuestion, all_vectors: np.ndarray,
 
 
 def measure(name: str, args: argparse.Namespace, encoder, work: Path) -> list[tuple[dict, dict]]:
-    questions, articles = questions_and_corpus(name, args.distractors)
-    index_dir = work / f"{name}-index"
-    if not (index_dir / "CURRENT").exists():
-        write_corpus(articles, work / f"{name}.jsonl")
-        build_index(work / f"{name}.jsonl", index_dir, encoder)
-    index = PubMedIndex(index_dir, encoder=encoder)
+    questions, index = dev_index(name, args.distractors, encoder, work)
     all_vectors = index.vectors.vectors(index.bm25.pmids)  # rows in the BM25 index's (PMID) order
     return [
         (signals(index, q, all_vectors, hide=False), signals(index, q, all_vectors, hide=True))
@@ -187,12 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--distractors", type=int, default=5000)
+    parser = dev_set_parser(__doc__.split("\n\n")[0], work="the indexes of benchmarks/abstention.py (reused)")
     parser.add_argument("--limit", type=int, default=None, help="only the first Q questions of each set")
-    parser.add_argument("--embedding-cache", type=Path, default=None)
-    parser.add_argument("--work", type=Path, default=None, help="the indexes of benchmarks/abstention.py (reused)")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = run(args)

@@ -23,12 +23,10 @@ from pathlib import Path
 
 from benchmarks._cached_encoder import minilm
 from benchmarks._common import machine_info, machine_line, write_result
-from benchmarks.abstention import questions_and_corpus
-from benchmarks.retrieval import build_index, write_corpus
+from benchmarks.abstention import dev_index, dev_set_parser
 from chatbot.chat import Chatbot
 from chatbot.prompts import REFERENCES_HEADING
 from config import Config
-from index.search import PubMedIndex
 
 MARKUP = re.compile(r"<[/!|A-Za-z][^>]*>|\[/?INST\]|<<SYS>>|^#{2,}", re.MULTILINE)
 
@@ -55,17 +53,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from chatbot.generate import open_generator
 
     encoder = minilm(Config(), args.embedding_cache)
-    questions, articles = questions_and_corpus("pubmedqa", args.distractors)
     config = Config(answer="generate", rerank="off")
     generator = Recording(open_generator(config))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-hygiene-") as tmp:
         work = args.work or Path(tmp)
-        index_dir = work / "pubmedqa-index"
-        if not (index_dir / "CURRENT").exists():
-            write_corpus(articles, work / "pubmedqa.jsonl")
-            build_index(work / "pubmedqa.jsonl", index_dir, encoder)
-        bot = Chatbot(PubMedIndex(index_dir, encoder=encoder), generator, config, encoder=encoder)
+        questions, index = dev_index("pubmedqa", args.distractors, encoder, work)
+        bot = Chatbot(index, generator, config, encoder=encoder)
         for question in questions[: args.limit]:
             before = len(generator.replies)
             answer = bot.ask(question.question)
@@ -103,12 +97,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = dev_set_parser(__doc__.split("\n\n")[0], work="the indexes of benchmarks/abstention.py (reused)")
     parser.add_argument("--limit", type=int, default=30, help="questions answered (default: 30)")
-    parser.add_argument("--distractors", type=int, default=5000)
-    parser.add_argument("--embedding-cache", type=Path, default=None)
-    parser.add_argument("--work", type=Path, default=None, help="the indexes of benchmarks/abstention.py (reused)")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = run(args)

@@ -53,9 +53,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     items = [json.loads(line) for line in args.eval_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     items = items[: len(questions)]
     distractors, _ = load_distractors(args.distractor_file, args.distractors, {d.pmid for d in docs})
-    base = Config(backend="llama.cpp", max_new_tokens=args.max_new_tokens, rerank="off")
+    base = Config(backend="llama.cpp", max_new_tokens=args.max_new_tokens, rerank="off", answer="generate")
     encoder = load_encoder(MINILM_ID, max_seq_length=base.max_seq_length, batch_size=base.batch_size)
     models = {"smollm2-135m": packaged_smollm2(), "qwen2.5-coder-0.5b": qwen_coder_gguf()}
+    models = {name: path for name, path in models.items() if name.split("-")[0] in args.models.split(",")}
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="bench-passages-") as tmp:
         corpus = Path(tmp) / "corpus.jsonl"
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distractors", type=int, default=1000)
     parser.add_argument("--passage-tokens", type=int, nargs="+", default=[Config().passage_tokens])
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--models", default="smollm2,qwen2.5", help="comma-separated: smollm2, qwen2.5 (default: both)")
     parser.add_argument("--eval-file", type=Path, default=REPO_ROOT.parent / "shared" / "eval" / "pubmedqa_dev.jsonl")
     parser.add_argument("--distractor-file", type=Path, default=DISTRACTOR_FILE)
     args = parser.parse_args(argv)
