@@ -37,7 +37,7 @@ class Config:
     top_k: int = 5  # abstracts retrieved and shown to the model per question
     min_score: float = 0.35  # below this cosine similarity a hit is not evidence (calibrated for MiniLM)
     max_new_tokens: int = 320  # cap on answer length
-    passage_tokens: int = 60  # tokens of each source the model reads (its question-relevant sentences); 0 = all
+    passage_tokens: int = -1  # tokens of each source the model reads (its closest sentences); 0 = all; -1 = by model
     temperature: float = 0.0  # 0 = greedy decoding: reproducible answers
     host: str = "127.0.0.1"  # app bind address (0.0.0.0 to serve a network / a Space)
     port: int = 7860  # app port
@@ -74,6 +74,8 @@ class Config:
             raise ValueError(f"top_k={self.top_k}: must be 1 to {MAX_TOP_K}")
         if not 0 <= self.rerank_depth <= MAX_RERANK_DEPTH:
             raise ValueError(f"rerank_depth={self.rerank_depth}: must be 0 (the reranker's own) to {MAX_RERANK_DEPTH}")
+        if self.passage_tokens < -1:
+            raise ValueError(f"passage_tokens={self.passage_tokens}: must be -1 (by model), 0 (all) or more")
         if self.max_question_chars < 1:
             raise ValueError(f"max_question_chars={self.max_question_chars}: must be at least 1")
 
@@ -164,7 +166,7 @@ _HELP = {
     "min_score": "minimum similarity for a hit to count as evidence",
     "max_new_tokens": "maximum answer length in tokens",
     "passage_tokens": "tokens of each source the model reads: its sentences closest to the question (0 = whole "
-    "abstracts)",
+    "abstracts; -1 = by model: whole abstracts for the tiny offline SmolLM2, 40 for others)",
     "temperature": "sampling temperature (0 = greedy)",
     "host": "address the app binds to",
     "port": "port the app listens on",

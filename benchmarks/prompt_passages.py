@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=40, help="PubMedQA dev questions (default: 40)")
     parser.add_argument("--distractors", type=int, default=1000)
-    parser.add_argument("--passage-tokens", type=int, nargs="+", default=[Config().passage_tokens])
+    parser.add_argument("--passage-tokens", type=int, nargs="+", default=[60, 40])
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--models", default="smollm2,qwen2.5", help="comma-separated: smollm2, qwen2.5 (default: both)")
     parser.add_argument("--eval-file", type=Path, default=REPO_ROOT.parent / "shared" / "eval" / "pubmedqa_dev.jsonl")

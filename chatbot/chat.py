@@ -26,7 +26,7 @@ from chatbot.context import Fitted, context_window, fit_sources, prompt_counter
 from chatbot.extractive import answer_mode, extractive_answer
 from chatbot.gate import Sufficiency, assess, check_gate
 from chatbot.generate import Generator
-from chatbot.passages import Scored, SentenceScores, relevant_excerpt
+from chatbot.passages import Scored, SentenceScores, passage_budget, relevant_excerpt
 from chatbot.prompts import (
     EMERGENCY_NOTICE,
     NO_EVIDENCE_ANSWER,
@@ -173,10 +173,11 @@ class Chatbot:
 
     def _excerpts(self, scored: list[Scored] | None) -> list[str] | None:
         """What the model reads of each source: its most question-relevant sentences (None: whole abstracts)."""
-        if scored is None or self.config.passage_tokens <= 0:
+        budget = passage_budget(self.config.passage_tokens, self.generator.name)
+        if scored is None or budget <= 0:
             return None
         count = getattr(self.generator, "count_tokens", None)
-        return [relevant_excerpt(s, self.config.passage_tokens, count) for s in scored]
+        return [relevant_excerpt(s, budget, count) for s in scored]
 
     def _fit(self, question: str, evidence: list[Hit], history: History, texts: list[str] | None = None) -> Fitted:
         return fit_sources(

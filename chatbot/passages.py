@@ -5,7 +5,7 @@ question and every sentence of the retrieved abstracts are embedded in one encod
 dozen short texts: cheap next to generation), and that one scoring serves twice:
 
 - the prompt: each source is given to the model as its most question-relevant sentences, in
-  the abstract's own order, within a token budget (``Config.passage_tokens``), instead of the whole
+  the abstract's own order, within a token budget (``Config.passage_tokens``, ``passage_budget``), instead of the whole
   abstract. On a CPU prompt evaluation costs about as much per token as the answer's first words
   wait for, so a prompt of passages answers several times sooner (BENCHMARKS.md, "Answer latency");
 - the source card: the single closest sentence (with the next one when it is short).
@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from chatbot.context import source_text
+from chatbot.extractive import is_tiny
 from index.encoder import Encoder
 from index.search import Hit
 from ingest.records import EMBED_CHARS
@@ -32,6 +33,19 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\bvs\.)(?<!\bal\.)(?<!\be\.g\.)(?<!\b
 SHORT_SENTENCE = 120  # characters; a shorter best match gets its next sentence for context
 GAP = " … "  # between sentences that are not next to each other in the abstract
 CHARS_PER_TOKEN = 4.0  # budget estimate when no tokenizer is given (English prose)
+BY_MODEL = -1  # ``--passage-tokens -1``: the budget below that suits the generator
+# Measured on PubMedQA dev (benchmarks/prompt_passages.py, BENCHMARKS.md): the Qwen2.5 stand-in cites the gold
+# abstract more often with 40-token passages than with whole abstracts (.675 vs .575, 60 tokens .625) from a
+# third of the prompt, while the tiny SmolLM2 cites it less with any passages (.775 whole, .750 at 60, .650 at
+# 40), so it reads whole abstracts (it answers with quoted evidence by default anyway).
+PASSAGE_TOKENS = 40
+
+
+def passage_budget(setting: int, generator_name: str) -> int:
+    """Tokens of each source the generator reads (0 = whole abstracts): ``setting``, or by model."""
+    if setting != BY_MODEL:
+        return setting
+    return 0 if is_tiny(generator_name) else PASSAGE_TOKENS
 
 
 def sentences(hit: Hit) -> list[str]:

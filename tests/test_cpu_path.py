@@ -22,7 +22,15 @@ import pytest
 
 from chatbot.chat import Chatbot
 from chatbot.generate import find_gguf, open_generator, packaged_smollm2, resolve_backend
-from chatbot.passages import Scored, relevant_excerpt, score_sentences, sentences
+from chatbot.passages import (
+    BY_MODEL,
+    PASSAGE_TOKENS,
+    Scored,
+    passage_budget,
+    relevant_excerpt,
+    score_sentences,
+    sentences,
+)
 from chatbot.presets import PRESETS
 from chatbot.prompts import EMERGENCY_NOTICE, build_messages, prefix_messages
 from config import DEFAULT_GENERATOR, Config
@@ -222,6 +230,28 @@ def test_prompt_holds_passages_not_whole_abstracts(demo_index: Path) -> None:
         article.title
     )
     assert all(h.article.abstract in generator.messages[-1]["content"] for h in answer.sources)
+
+
+def test_passage_budget_by_model(demo_index: Path) -> None:
+    """By default the tiny offline model reads whole abstracts (it cites less from passages), others 40 tokens."""
+    assert Config().passage_tokens == BY_MODEL
+    assert passage_budget(BY_MODEL, "SmolLM2-135M-Instruct.Q4_1") == 0
+    assert passage_budget(BY_MODEL, "qwen2.5-1.5b-instruct-q4_k_m") == PASSAGE_TOKENS == 40
+    assert passage_budget(60, "SmolLM2-135M-Instruct.Q4_1") == 60  # an explicit setting wins
+    with pytest.raises(ValueError, match="passage_tokens=-2"):
+        Config(passage_tokens=-2)
+    index = PubMedIndex(demo_index, encoder=HashingEncoder())
+    article = next(a for a in index.store.iter_articles() if len(a.abstract) > 800)
+    prompts = {}
+    for name in ("HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"):
+        generator = ScriptedGenerator("It did [1].")
+        generator.name = name
+        Chatbot(
+            index, generator, Config(top_k=3, min_score=0.0, gate="off", answer="generate"), encoder=HashingEncoder()
+        ).ask(article.title)
+        prompts[name] = generator.messages[-1]["content"]
+    assert article.abstract in prompts["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert article.abstract not in prompts["Qwen/Qwen2.5-1.5B-Instruct"]
 
 
 # --- shipped demo vectors ----------------------------------------------------------------------------
