@@ -41,7 +41,7 @@ from chatbot.support import check_support
 from chatbot.trust import temper_verdict
 from chatbot.verdict import extract_verdict
 from config import Config, check_question
-from index.encoder import Encoder
+from index.encoder import Encoder, for_short_texts
 from index.filters import Filters
 from index.search import Hit
 
@@ -61,7 +61,8 @@ class Chatbot:
         self.retriever = retriever
         self.generator = generator
         self.config = config
-        self.encoder = encoder  # for the sentence support check and the extractive answer; None: words only
+        # sentence scoring (passages, support check, extractive answer); None: words only
+        self.encoder = for_short_texts(encoder)
         self.mode = answer_mode(config.answer, generator.name)  # "extractive" or "generate"
         check_gate(config.gate)
 

