@@ -26,8 +26,9 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from benchmarks.retrieval import (
 from chatbot.eval import EvalQuestion, Unindexed, Without, abstention_metrics
 from chatbot.gate import COVERAGE_WEIGHT, GATE_THRESHOLD, Sufficiency, assess
 from config import Config
+from index.encoder import Encoder
 from index.search import PubMedIndex
 
 OLD_MIN_SCORE = 0.35  # the rule before the gate: answer when any hit reaches this cosine
@@ -53,6 +55,7 @@ THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.40, 1.60, 0.005))
 COVERAGES = ("idf", "uniform")  # the shipped IDF-weighted word coverage, and every word weighing 1
 
 Pairs = list[tuple[Sufficiency, Sufficiency]]
+T = TypeVar("T")
 
 
 def questions_and_corpus(name: str, distractors: int) -> tuple[list[EvalQuestion], list]:
@@ -69,6 +72,17 @@ def dev_index(name: str, distractors: int, encoder, work: Path) -> tuple[list[Ev
         write_corpus(articles, work / f"{name}.jsonl")
         build_index(work / f"{name}.jsonl", index_dir, encoder)
     return questions, PubMedIndex(index_dir, encoder=encoder)
+
+
+def on_dev_sets(
+    args: argparse.Namespace, measure: Callable[[str, argparse.Namespace, Encoder, Path], T]
+) -> dict[str, T]:
+    """``measure`` on each dev set, with the packaged MiniLM and the indexes in ``--work`` (else a temporary folder)."""
+    encoder = minilm(Config(), args.embedding_cache)
+    with tempfile.TemporaryDirectory(prefix="bench-dev-sets-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        return {name: measure(name, args, encoder, work) for name in ("pubmedqa", "bioasq")}
 
 
 def dev_set_parser(description: str, *, work: str) -> argparse.ArgumentParser:
@@ -164,11 +178,7 @@ def _rates_dict(pairs: Pairs, weight: float, threshold: float) -> dict[str, floa
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    encoder = minilm(Config(), args.embedding_cache)
-    with tempfile.TemporaryDirectory(prefix="bench-abstention-") as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        measured = {name: measure(name, args, encoder, work) for name in ("pubmedqa", "bioasq")}
+    measured = on_dev_sets(args, measure)
     result: dict[str, object] = {"benchmark": "abstention", "top_k": args.top_k, "datasets": {}}
     for name, by_coverage in measured.items():
         pairs, uniform = by_coverage["idf"], by_coverage["uniform"]

@@ -26,18 +26,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._cached_encoder import minilm
 from benchmarks._common import machine_info, write_result
-from benchmarks.abstention import auc, dev_index, dev_set_parser
+from benchmarks.abstention import auc, dev_index, dev_set_parser, on_dev_sets
 from chatbot.eval import EvalQuestion, Unindexed, Without
 from chatbot.gate import COVERAGE_HITS, assess, question_coverage, word_weights
-from config import Config
 from index.bm25 import K1
 from index.search import PubMedIndex
 
@@ -161,11 +158,7 @@ def held_out(by_set: dict[str, list], keys: Sequence[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    encoder = minilm(Config(), args.embedding_cache)
-    with tempfile.TemporaryDirectory(prefix="bench-gate-signals-") as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        by_set = {name: measure(name, args, encoder, work) for name in ("pubmedqa", "bioasq")}
+    by_set = on_dev_sets(args, measure)
     keys = SIGNAL_SETS["all"]
     aucs = {
         name: {k: auc([a[k] for a, _ in pairs], [u[k] for _, u in pairs]) for k in keys}

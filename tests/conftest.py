@@ -116,6 +116,20 @@ def demo_index(demo_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return index_dir
 
 
+@pytest.fixture(scope="module")
+def index(demo_index: Path):
+    """``demo_index`` opened for search with the hashing encoder it was built with."""
+    from index.search import PubMedIndex
+
+    return PubMedIndex(demo_index, encoder=HashingEncoder())
+
+
+@pytest.fixture(scope="module")
+def titles(index) -> list[str]:
+    """Every demo article's title: a query that finds that article."""
+    return [a.title for a in index.store.iter_articles()]
+
+
 # --- a tiny randomly initialised BERT: the PubMedBERT code path without downloadable weights ---
 
 TINY_BERT_DIM = 32

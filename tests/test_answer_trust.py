@@ -6,7 +6,6 @@ SmolLM2 and MiniLM."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -37,16 +36,6 @@ DEGENERATE = {
     "phrase loop": "It reduces pain, it reduces pain, it reduces pain, it reduces pain [1].",
     "sentence loop": "Aspirin reduces pain in adults [1]. Aspirin reduces pain in adults [1].",
 }
-
-
-@pytest.fixture(scope="module")
-def index(demo_index: Path) -> PubMedIndex:
-    return PubMedIndex(demo_index, encoder=HashingEncoder())
-
-
-@pytest.fixture(scope="module")
-def titles(index: PubMedIndex) -> list[str]:
-    return [a.title for a in index.store.iter_articles()]
 
 
 def bot(index: PubMedIndex, reply: str, config: Config = EVIDENCE) -> Chatbot:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -42,16 +41,6 @@ class SpyRetriever:
     def search(self, query: str, k: int = 10) -> list[Hit]:
         self.queries.append(query)
         return self.index.search(query, k)
-
-
-@pytest.fixture(scope="module")
-def index(demo_index: Path) -> PubMedIndex:
-    return PubMedIndex(demo_index, encoder=HashingEncoder())
-
-
-@pytest.fixture(scope="module")
-def titles(index: PubMedIndex) -> list[str]:
-    return [a.title for a in index.store.iter_articles()]
 
 
 def make_bot(index: PubMedIndex, reply: str, config: Config = EVIDENCE) -> Chatbot:

@@ -23,11 +23,6 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def index(demo_index: Path) -> PubMedIndex:
-    return PubMedIndex(demo_index, encoder=HashingEncoder())
-
-
-@pytest.fixture(scope="module")
 def articles(index: PubMedIndex) -> list[Article]:
     return list(index.store.iter_articles())
 

@@ -31,11 +31,6 @@ def _hit(text: str, score: float, rank: int = 1) -> Hit:
     return Hit(Article(pmid=str(rank), title="", sections=(Section("", text),)), score, rank)
 
 
-@pytest.fixture(scope="module")
-def index(demo_index: Path) -> PubMedIndex:
-    return PubMedIndex(demo_index, encoder=HashingEncoder())
-
-
 def test_coverage_is_the_share_of_question_words_one_hit_holds() -> None:
     hits = [_hit("Aspirin reduced stroke recurrence.", 0.5), _hit("Aspirin in children.", 0.4, 2)]
     assert question_coverage("Does aspirin reduce stroke?", hits) == 1.0  # stemmed: reduce ~ reduced

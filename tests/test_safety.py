@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from chatbot.chat import Chatbot
@@ -11,7 +9,7 @@ from chatbot.prompts import EMERGENCY_NOTICE, NO_EVIDENCE_ANSWER
 from chatbot.safety import is_emergency
 from config import Config
 from index.search import PubMedIndex
-from tests.conftest import HashingEncoder, ScriptedGenerator
+from tests.conftest import ScriptedGenerator
 
 
 @pytest.mark.parametrize(
@@ -44,11 +42,6 @@ def test_emergencies_are_recognised(question: str) -> None:
 )
 def test_research_questions_are_not_emergencies(question: str) -> None:
     assert not is_emergency(question)
-
-
-@pytest.fixture(scope="module")
-def index(demo_index: Path) -> PubMedIndex:
-    return PubMedIndex(demo_index, encoder=HashingEncoder())
 
 
 def test_emergency_advice_comes_first_in_every_streamed_answer(index: PubMedIndex) -> None:

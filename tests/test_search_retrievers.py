@@ -28,11 +28,6 @@ class QueryEncoder(HashingEncoder):
     name = "test/query-encoder"
 
 
-@pytest.fixture(scope="module")
-def index(demo_index: Path) -> PubMedIndex:
-    return PubMedIndex(demo_index, encoder=HashingEncoder())
-
-
 # --- fusion ---------------------------------------------------------------------------------------
 
 
