@@ -192,11 +192,17 @@ class Unindexed:
     def __len__(self) -> int:
         return len(self.inner) - len(self.hidden)
 
-    def scores(self, query: str):
-        """The inner BM25 scores, zero for the hidden abstracts."""
-        scores = self.inner.scores(query).copy()
-        scores[self.hidden] = 0.0
-        return scores
+    @property
+    def documents(self) -> int:
+        return self.inner.documents - len(self.hidden)
+
+    def document_frequency(self, stem: str) -> int:
+        """The inner frequency, less the hidden abstracts holding ``stem``."""
+        import numpy as np
+
+        holding = self.inner.rows_with_all([stem])
+        hidden = int(np.isin(self.hidden, holding).sum()) if holding is not None else 0
+        return self.inner.document_frequency(stem) - hidden
 
 
 def abstention_metrics(pairs: Sequence[tuple[object, object]]) -> dict[str, object]:

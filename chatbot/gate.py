@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,7 +45,6 @@ QUESTION_WORDS = (
     "does do did doing done what which who whom whose when where why how should could would can may might must "
     "shall will is are was were be been has have had any there whether between among"
 )
-WORD = re.compile(r"(?u)\b\w\w+\b")  # bm25s's token pattern: one match, at most one stemmed token
 
 
 @dataclass(frozen=True)
@@ -115,20 +113,8 @@ def word_weights(question: str, index: object | None) -> dict[str, float]:
         bm25 = None
     if bm25 is None or not len(bm25):
         return {}
-    stems: dict[str, str] = {}  # stemmed word -> the question's word, searched as such (same tokenizer)
-    for word in WORD.findall(question):
-        for stem in tokenize([word])[0]:
-            if stem not in _question_words():
-                stems.setdefault(stem, word)
-    documents = len(bm25)
-    return {stem: _idf(_document_frequency(bm25, word), documents) for stem, word in stems.items()}
-
-
-def _document_frequency(bm25, word: str) -> int:
-    """Abstracts holding ``word``: those BM25 scores above zero for it alone."""
-    import numpy as np
-
-    return int(np.count_nonzero(bm25.scores(word)))
+    stems = sorted(set(tokenize([question])[0]) - _question_words())
+    return {stem: _idf(bm25.document_frequency(stem), bm25.documents) for stem in stems}
 
 
 def _idf(frequency: int, documents: int) -> float:

@@ -91,11 +91,17 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
 
 class BM25Search:
     """Top-k search over ``scores``, shared by the precomputed matrix here and the segmented index
-    (``index/bm25_segments.py``): subclasses give ``scores``, ``rows`` and ``pmids``."""
+    (``index/bm25_segments.py``): subclasses give ``scores``, ``rows``, ``pmids``, ``documents`` (live
+    articles) and ``document_frequency``."""
 
     pmids: np.ndarray
+    documents: int
 
     def scores(self, query: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def document_frequency(self, stem: str) -> int:
+        """Live articles holding ``stem`` (a token of ``tokenize``), without scoring every article."""
         raise NotImplementedError
 
     def rows(self, pmids: np.ndarray) -> np.ndarray:
@@ -133,6 +139,17 @@ class BM25Index(BM25Search):
 
     def __len__(self) -> int:
         return len(self.pmids)
+
+    @property
+    def documents(self) -> int:
+        return len(self.pmids)
+
+    def document_frequency(self, stem: str) -> int:
+        column = self.model.vocab_dict.get(stem) if len(self) else None
+        if column is None:
+            return 0
+        indptr = self.model.scores["indptr"]
+        return int(indptr[column + 1] - indptr[column])
 
     @classmethod
     def build(cls, articles: Iterable[Article]) -> BM25Index:

@@ -261,6 +261,9 @@ class SegmentedBM25(bm25.BM25Search):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
         return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
 
+    def document_frequency(self, stem: str) -> int:
+        return len(self.live_postings(stem)[0])
+
     def weights(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         """(rows, BM25 weight) of ``stem`` in every live document holding it: bm25s's lucene idf
         and term-frequency component in the dtypes of its precomputed build, so the same float32

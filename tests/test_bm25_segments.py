@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 
 from config import Config
 from index import bm25_segments, meta_segments
-from index.bm25 import BM25_DIR, BM25Index, open_for_generation
+from index.bm25 import BM25_DIR, BM25Index, open_for_generation, tokenize
 from index.bm25_segments import SegmentedBM25
 from index.exact import identifiers, rare_identifier_rows
 from index.manifest import Manifest
@@ -108,6 +109,12 @@ def assert_same_as_fresh_build(segmented: SegmentedBM25, reference: BM25Index, a
         assert np.array_equal(pmids, reference.pmids)
         assert np.allclose(scores, reference.scores(query), rtol=1e-6, atol=0), query
         assert segmented.search(query, 10) == reference.search(query, 10), query  # same ranking, same floats
+        for word in re.findall(r"(?u)\b\w\w+\b", query):  # bm25s's words: one stem at most each
+            stem = tokenize([word])[0]
+            holding = int(np.count_nonzero(reference.scores(word)))  # what scoring the word alone finds
+            frequencies = [index.document_frequency(stem[0]) for index in (segmented, reference)] if stem else [0, 0]
+            assert frequencies == [holding, holding], word
+    assert segmented.document_frequency("zzqxvplotnotaword") == reference.document_frequency("zzqxvplotnotaword") == 0
 
 
 def test_updates_score_exactly_like_a_fresh_build(updated, articles):
