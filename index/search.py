@@ -11,6 +11,7 @@ encoder unless the index was built with an asymmetric pair such as MedCPT's), ne
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,8 @@ class PubMedIndex:
         self._encoder, self._query_encoder = encoder, query_encoder
         self._max_seq_length = max_seq_length
         self._bm25 = None
+        self._lock = threading.Lock()
+        self._last_first_stage: tuple[tuple | None, tuple[np.ndarray, Ranked] | None] = (None, None)
         if encoder is not None and (encoder.name, encoder.dim) != (self.manifest.encoder, self.manifest.dim):
             raise ValueError(f"index uses {self.manifest.encoder}, not {encoder.name}")
         backend = getattr(encoder, "backend", "torch")
@@ -161,20 +164,9 @@ class PubMedIndex:
         allowed = filters.allowed_pmids(self.store.db) if filters else None
         if allowed is not None and len(allowed) == 0:
             return []
-        vector = self.query_encoder.encode([query])
         reranker = self.reranker if rerank else None
         depth = max(k, min(reranker.depth, MAX_RERANK_DEPTH)) if reranker else k  # bounded work per request
-        bm25 = _Lexical(self.bm25, query, allowed)  # scores every article once, on first use
-        ranked = rank(
-            retriever or self.retriever,
-            depth,
-            dense=lambda n: self._dense(vector, n, allowed),
-            bm25=bm25.top,
-            cosine=lambda pmids: self._cosine(vector, pmids),
-            bm25_score=bm25.of,
-            standardized=reranker is not None,
-            exact=bm25.exact,
-        )
+        vector, ranked = self._first_stage(query, depth, retriever or self.retriever, allowed, reranker is not None)
         articles = self.store.get(p for p, _ in ranked)
         kept = [(articles[str(p)], s) for p, s in ranked if str(p) in articles]
         found = [a for a, _ in kept]
@@ -183,6 +175,35 @@ class PubMedIndex:
         found = found[:k]
         scores = self._cosine(vector, [int(a.pmid) for a in found])
         return [Hit(a, float(s), r) for r, (a, s) in enumerate(zip(found, scores, strict=True), start=1)]
+
+    def _first_stage(
+        self, query: str, depth: int, retriever: str, allowed: np.ndarray | None, standardized: bool
+    ) -> tuple[np.ndarray, Ranked]:
+        """The query's vector and the first stage's top ``depth``. The last unfiltered one is kept: a
+        chat shows the first stage's sources (``rerank=False``), then reranks the same question, and
+        the question is encoded and ranked (BM25 over every article) once for both."""
+        standardized = standardized and retriever != "hybrid"  # hybrid's fused scores are z-scores already
+        key = (query, depth, retriever, standardized) if allowed is None else None
+        with self._lock:
+            last_key, last = self._last_first_stage
+        if key is not None and key == last_key and last is not None:
+            return last
+        vector = self.query_encoder.encode([query])
+        bm25 = _Lexical(self.bm25, query, allowed)  # scores every article once, on first use
+        ranked = rank(
+            retriever,
+            depth,
+            dense=lambda n: self._dense(vector, n, allowed),
+            bm25=bm25.top,
+            cosine=lambda pmids: self._cosine(vector, pmids),
+            bm25_score=bm25.of,
+            standardized=standardized,
+            exact=bm25.exact,
+        )
+        if key is not None:
+            with self._lock:
+                self._last_first_stage = (key, (vector, ranked))
+        return vector, ranked
 
     def _dense(self, vector: np.ndarray, n: int, allowed: np.ndarray | None) -> Ranked:
         n = min(n, len(self) if allowed is None else len(allowed))

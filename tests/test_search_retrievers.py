@@ -245,3 +245,48 @@ def test_medcpt_style_checkpoint_is_pooled_from_cls(tmp_path, monkeypatch):
             cls = model(**tokenizer(texts, padding=True, return_tensors="pt")).last_hidden_state[:, 0].numpy()
         expected = cls / np.linalg.norm(cls, axis=1, keepdims=True)
         assert np.allclose(loaded.encode(texts), expected, atol=1e-5)
+
+
+class CountingEncoder(HashingEncoder):
+    """The hashing encoder, counting the texts it encodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoded = 0
+
+    def encode(self, texts):
+        self.encoded += len(texts)
+        return super().encode(texts)
+
+
+class Reversing:
+    """A reranker that reverses the first stage's order and records what it was given."""
+
+    name, depth = "reversing", 5
+
+    def __init__(self) -> None:
+        self.given: list[list[float]] = []
+
+    def rerank(self, query, articles, scores=None):
+        self.given.append(list(scores))
+        return list(articles[: self.depth])[::-1] + list(articles[self.depth :])
+
+
+@pytest.mark.parametrize("retriever", [*RETRIEVERS])
+def test_a_reranked_search_after_its_preview_ranks_the_question_once(demo_index: Path, retriever: str) -> None:
+    """A chat's source preview (rerank=False) then its reranked search: with hybrid (the default) the
+    first stage runs once; dense or BM25 alone standardise a deeper pool for the reranker, so they
+    rank again. Either way both equal what an index searching each question afresh returns."""
+    encoder, reranker = CountingEncoder(), Reversing()
+    index = PubMedIndex(demo_index, encoder=encoder, retriever=retriever, reranker=reranker)
+    query = "asthma in children"
+    preview = index.search(query, k=5, rerank=False)
+    reranked = index.search(query, k=5)
+    assert encoder.encoded == (1 if retriever == "hybrid" else 2)
+    fresh = PubMedIndex(demo_index, encoder=HashingEncoder(), retriever=retriever, reranker=Reversing())
+    assert [h.pmid for h in reranked] == [h.pmid for h in fresh.search(query, k=5)]
+    assert [h.pmid for h in reranked] == [h.pmid for h in preview][::-1]
+    assert reranker.given == fresh._reranker.given  # the same first-stage scores (z-scores for dense, bm25)
+    before = encoder.encoded
+    index.search("lung cancer screening", k=5)  # another question is ranked anew
+    assert encoder.encoded == before + 1
