@@ -95,8 +95,8 @@ SHORT_TEXT_BATCH = 8  # texts per batch for a question's sentences (see for_shor
 
 def for_short_texts(encoder: Encoder | None) -> Encoder | None:
     """The same loaded model, encoding in batches of ``SHORT_TEXT_BATCH``: a question's ~60 sentences
-    vary in length, and small length-sorted batches pad less (2 CPU cores, the demo's questions: 0.41 s
-    in batches of 8 against 0.57 s in the ingest's 32, on the path to the first answer word). A copy,
+    vary in length, and small length-sorted batches pad less (2 CPU cores, the demo's questions: passage
+    matching 0.41 s in batches of 8 against 0.61 s in the ingest's 32, BENCHMARKS.md). A copy,
     so the original (which the app's ingest shares) keeps its batch size; the weights are not copied."""
     if encoder is None or getattr(encoder, "batch_size", 0) <= SHORT_TEXT_BATCH:
         return encoder
